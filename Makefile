@@ -1,0 +1,99 @@
+# Makefile for mod_mpm_event_rs, the Rust event MPM for Apache httpd 2.4.
+#
+#   make            build build/mod_mpm_event_rs.so (cargo build --release)
+#   make test       install missing Debian packages, build, run all tests
+#   make run        build and start httpd in the foreground on 127.0.0.1:$(PORT)
+#   make install    copy the module to `apxs -q LIBEXECDIR` (+ Debian mods-available files)
+#   make deps       install missing Debian packages (scripts/deps.sh)
+#   make clean      remove target/ and build/
+#
+# Variables:
+#   PORT=8080            port for `make run`
+#   MPM_MODULE=path.so   module for `make run` / `make install` (and passed to
+#                        the tests); when it is not the default
+#                        build/mod_mpm_event_rs.so, run/install build nothing
+#   RUN_DIR=build/run    where `make run` keeps its config, pid file, logs
+#   LOGLEVEL=info        LogLevel for `make run`
+#   APXS=apxs  CARGO=cargo  DESTDIR=
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+# cargo parallelises on its own; keep deps -> build -> test in order.
+.NOTPARALLEL:
+
+ifndef CARGO
+CARGO := $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+endif
+APXS  ?= apxs
+HTTPD ?= /usr/sbin/apache2
+
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+CARGO_SO     := $(TARGET_DIR)/release/libmod_mpm_event_rs.so
+BUILD_DIR    := build
+MODULE_FILE  := mod_mpm_event_rs.so
+BUILT_MODULE := $(abspath $(BUILD_DIR)/$(MODULE_FILE))
+
+MPM_MODULE ?= $(BUILT_MODULE)
+override MPM_MODULE := $(abspath $(MPM_MODULE))
+# Build only when the module in use is the one this tree builds. `make run`
+# always runs cargo; `make install` builds only if there is no module yet, so
+# that `make && sudo make install` does not run cargo as root.
+ifeq ($(MPM_MODULE),$(BUILT_MODULE))
+RUN_PREREQ     := all
+INSTALL_PREREQ := $(BUILT_MODULE)
+else
+RUN_PREREQ     :=
+INSTALL_PREREQ :=
+endif
+
+PORT     ?= 8080
+RUN_DIR  ?= $(BUILD_DIR)/run
+LOGLEVEL ?= info
+
+# Debian layout; the .load/.conf files are only written where it exists.
+MODS_AVAILABLE := /etc/apache2/mods-available
+LIBEXECDIR      = $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
+
+.PHONY: all deps test run install clean
+
+all:
+	$(CARGO) build --release
+	@mkdir -p $(BUILD_DIR)
+	cp -f $(CARGO_SO) $(BUILD_DIR)/.$(MODULE_FILE).tmp
+	mv -f $(BUILD_DIR)/.$(MODULE_FILE).tmp $(BUILD_DIR)/$(MODULE_FILE)
+	@echo "built $(BUILT_MODULE)"
+
+$(BUILT_MODULE):
+	@$(MAKE) --no-print-directory all
+
+deps:
+	scripts/deps.sh
+
+test: deps all
+	MPM_MODULE=$(MPM_MODULE) $(CARGO) test --release -- --test-threads=1
+
+run: $(RUN_PREREQ)
+	scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \
+	    --run-dir "$(abspath $(RUN_DIR))" --loglevel "$(LOGLEVEL)" --httpd "$(HTTPD)"
+
+# The module is written to a temporary name and renamed, so that a running
+# httpd that has the old file mapped keeps working until it is restarted.
+install: $(INSTALL_PREREQ)
+	@test -f "$(MPM_MODULE)" || { echo "no module at $(MPM_MODULE)" >&2; exit 1; }
+	@test -n "$(LIBEXECDIR)" || { echo "'$(APXS) -q LIBEXECDIR' failed (is apache2-dev installed?)" >&2; exit 1; }
+	install -d -m 755 "$(DESTDIR)$(LIBEXECDIR)"
+	install -m 644 "$(MPM_MODULE)" "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp"
+	mv -f "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp" "$(DESTDIR)$(LIBEXECDIR)/$(MODULE_FILE)"
+	@if [ -d "$(DESTDIR)$(MODS_AVAILABLE)" ]; then \
+	    set -x; \
+	    sed -e 's|@MODULE@|$(LIBEXECDIR)/$(MODULE_FILE)|g' conf/debian/mpm_event_rs.load.in \
+	        > "$(DESTDIR)$(MODS_AVAILABLE)/mpm_event_rs.load"; \
+	    chmod 644 "$(DESTDIR)$(MODS_AVAILABLE)/mpm_event_rs.load"; \
+	    install -m 644 conf/debian/mpm_event_rs.conf "$(DESTDIR)$(MODS_AVAILABLE)/mpm_event_rs.conf"; \
+	    { set +x; } 2>/dev/null; \
+	    echo "To switch a Debian server over: a2dismod mpm_event && a2enmod mpm_event_rs && systemctl restart apache2"; \
+	fi
+
+clean:
+	-$(CARGO) clean
+	rm -rf $(BUILD_DIR)

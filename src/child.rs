@@ -1,0 +1,388 @@
+//! A child process: its set-up, the state its threads share (`Runtime`),
+//! the worker threads, and how it stops (gracefully or not).
+
+use std::ffi::c_void;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{self, MpmConfig};
+use crate::connection::{self, Conn, Task, Worker};
+use crate::ffi::httpd::{self, PodSignal, Thread};
+use crate::ffi::pool::{Pool, PoolRef};
+use crate::ffi::socket::{self, Listener};
+use crate::ffi::{guard, log, score, sys};
+use crate::listener;
+use crate::parent::{self, Bucket};
+use crate::poller::{Interest, Poller};
+use crate::queue::{Popped, WorkQueue};
+use crate::retained;
+use crate::timers::{Parked, Wait};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Mode {
+    Running = 0,
+    Graceful = 1,
+    Ungraceful = 2,
+}
+
+/// Transaction pools kept for reuse, beyond which they are destroyed.
+const MAX_RECYCLED_POOLS: usize = 1024;
+
+/// What the listener, the workers and the main thread of a child share.
+pub struct Runtime {
+    pub slot: usize,
+    pub cfg: MpmConfig,
+    pub generation: i32,
+    pub pid: libc::pid_t,
+    pub poller: Poller,
+    pub queue: WorkQueue<Task>,
+    pub parked: Mutex<Parked<Box<Conn>>>,
+    pub connections: AtomicU32,
+    pub lingering: AtomicU32,
+    /// The listener stopped accepting because of the AsyncRequestWorkerFactor
+    /// limit; a worker going idle or a connection closing wakes it to check.
+    pub accept_paused: AtomicBool,
+    mode: AtomicU8,
+    /// When the listener will next wake by itself, as ns since `epoch`
+    /// (u64::MAX: not before an event). A worker parking a connection with
+    /// an earlier deadline wakes it.
+    pub next_wakeup: AtomicU64,
+    pub epoch: Instant,
+    pools: Mutex<Vec<Pool>>,
+    pconf: PoolRef<'static>,
+    /// The socket each worker is serving, for an ungraceful stop.
+    worker_fds: Vec<AtomicI32>,
+    /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
+    pub conns_left: AtomicI32,
+}
+
+// SAFETY: PoolRef (pconf) is used only to create subpools, which APR allows
+// from any thread for a pool that is not being destroyed; everything else
+// is Sync on its own.
+unsafe impl Sync for Runtime {}
+// SAFETY: as above.
+unsafe impl Send for Runtime {}
+
+impl Runtime {
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Running,
+            1 => Mode::Graceful,
+            _ => Mode::Ungraceful,
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.mode() != Mode::Running
+    }
+
+    /// Starts stopping this child (only ever towards a harsher mode).
+    pub fn stop(&self, mode: Mode) {
+        let prev = self.mode.fetch_max(mode as u8, Ordering::AcqRel);
+        if prev >= mode as u8 {
+            return;
+        }
+        retained::mpm().mpm_state = sys::AP_MPMQ_STOPPING as i32;
+        if mode == Mode::Ungraceful {
+            // Unblock workers stuck in a read or write of a client socket.
+            for fd in &self.worker_fds {
+                let fd = fd.load(Ordering::Acquire);
+                if fd >= 0 {
+                    socket::shutdown(fd);
+                }
+            }
+        }
+        self.poller.wake();
+    }
+
+    /// A transaction pool for a new connection: a recycled one if any.
+    pub fn pool(&self) -> Result<Pool, sys::apr_status_t> {
+        if let Some(p) = self.pools.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(p);
+        }
+        self.pconf.child_with_allocator(httpd::max_mem_free())
+    }
+
+    /// Takes back a (cleared) transaction pool.
+    pub fn recycle(&self, mut pool: Pool) {
+        pool.clear();
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.len() < MAX_RECYCLED_POOLS {
+            pools.push(pool);
+        }
+    }
+
+    pub fn lingering_started(&self) {
+        self.lingering.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn connection_closed(&self, lingering: bool) {
+        if lingering {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+        }
+        let left = self.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        if (left == 0 && self.stopping()) || self.accept_paused.load(Ordering::Acquire) {
+            self.poller.wake();
+        }
+    }
+
+    /// Parks a connection in the pollset with a deadline. Arming happens
+    /// under the parked-set lock so that the listener, which alone removes
+    /// entries, can never take the connection before it is armed.
+    pub fn park(&self, mut conn: Box<Conn>, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
+        let fd = conn.fd();
+        let registered = conn.mark_registered();
+        let deadline = since + timeout;
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let token = parked.insert(conn, wait, timeout, since);
+        if let Err(e) = self.poller.arm(fd, token, interest, registered) {
+            let conn = parked.remove(token).map(|(c, _)| c);
+            drop(parked);
+            log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "AH03093: pollset add failure, closing connection");
+            if let Some(conn) = conn {
+                conn.close(self);
+            }
+            return;
+        }
+        drop(parked);
+        let at = deadline.saturating_duration_since(self.epoch).as_nanos() as u64;
+        if at < self.next_wakeup.load(Ordering::Acquire) {
+            self.poller.wake();
+        }
+    }
+
+    /// Stock's connections_above_limit: accept no more while open
+    /// connections (less lingering ones) reach ThreadsPerChild plus
+    /// AsyncRequestWorkerFactor per idle worker, or no worker is idle.
+    pub fn above_limit(&self) -> bool {
+        let idle = self.queue.idle() as u32;
+        if idle == 0 {
+            return true;
+        }
+        let conns = self.connections.load(Ordering::Acquire);
+        let lingering = self.lingering.load(Ordering::Acquire);
+        // One less idle worker counts while paused, so that accepting does
+        // not flip on and off around the limit.
+        let paused = u32::from(self.accept_paused.load(Ordering::Acquire));
+        let limit = self.cfg.threads_per_child as u32
+            + idle.saturating_sub(paused) * (self.cfg.worker_factor / config::WORKER_FACTOR_SCALE);
+        conns > lingering && conns - lingering >= limit
+    }
+
+    /// Counters for the scoreboard (mod_status's async connection table).
+    pub fn counters(&self) -> score::ProcessCounters {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        score::ProcessCounters {
+            connections: self.connections.load(Ordering::Acquire),
+            write_completion: parked.count(Wait::WriteCompletion) as u32,
+            lingering_close: self.lingering.load(Ordering::Acquire),
+            keep_alive: parked.count(Wait::KeepAlive) as u32,
+            suspended: 0,
+            wait_io: parked.count(Wait::WaitIo) as u32,
+        }
+    }
+}
+
+/// Per-thread start argument.
+struct ThreadArg {
+    rt: Arc<Runtime>,
+    index: usize,
+    listeners: Vec<Listener>,
+}
+
+unsafe extern "C" fn worker_main(thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
+    // SAFETY: arg is the Box<ThreadArg> leaked by spawn_thread for us.
+    let arg = unsafe { Box::from_raw(arg.cast::<ThreadArg>()) };
+    guard::guard_child_thread(|| worker_loop(&arg.rt, arg.index, thd));
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn listener_main(_thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
+    // SAFETY: as in worker_main.
+    let arg = unsafe { Box::from_raw(arg.cast::<ThreadArg>()) };
+    guard::guard_child_thread(|| listener::run(&arg.rt, &arg.listeners));
+    std::ptr::null_mut()
+}
+
+fn spawn_thread(pchild: &Pool, main: httpd::ThreadMain, arg: ThreadArg) -> Option<Thread> {
+    let raw = Box::into_raw(Box::new(arg));
+    match httpd::spawn(pchild, main, raw.cast()) {
+        Ok(t) => Some(t),
+        Err(rv) => {
+            // SAFETY: the thread was not created, so the box is still ours.
+            drop(unsafe { Box::from_raw(raw) });
+            log::error(sys::APLOG_ALERT, rv, "AH00480: ap_thread_create: unable to create worker thread");
+            None
+        }
+    }
+}
+
+fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
+    let slot = rt.slot;
+    score::set_worker_identity(slot, index, rt.pid, rt.generation);
+    score::update_worker(slot, index, sys::SERVER_STARTING);
+    let w = Worker { slot, index, thread, conn_id: (slot * rt.cfg.thread_limit as usize + index) as i64 };
+    loop {
+        let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
+        score::update_worker(slot, index, status);
+        if rt.accept_paused.load(Ordering::Acquire) {
+            rt.poller.wake();
+        }
+        let task = match rt.queue.pop() {
+            Popped::Item(t) => t,
+            Popped::Closed => break,
+        };
+        if rt.mode() == Mode::Ungraceful {
+            // Dropping the task destroys its pool and closes its socket.
+            drop(task);
+            continue;
+        }
+        let fd: RawFd = match &task {
+            Task::New(s, _) => s.fd(),
+            Task::Resume(c) | Task::Shutdown(c) => c.fd(),
+        };
+        rt.worker_fds[index].store(fd, Ordering::Release);
+        connection::serve(rt, &w, task);
+        rt.worker_fds[index].store(-1, Ordering::Release);
+    }
+    let status = if rt.mode() == Mode::Ungraceful { sys::SERVER_DEAD } else { sys::SERVER_GRACEFUL };
+    score::update_worker(slot, index, status);
+}
+
+static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+/// The running child's runtime, for hooks called from httpd.
+pub fn runtime() -> Option<Arc<Runtime>> {
+    RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+unsafe extern "C" fn wake_main(_sig: i32) {}
+
+unsafe extern "C" fn just_die(_sig: i32) {
+    // SAFETY: ends the process at once, as stock's just_die does.
+    unsafe { libc::_exit(0) };
+}
+
+unsafe extern "C" fn one_process_signal(sig: i32) -> i32 {
+    i32::from(sig == libc::SIGTERM || sig == libc::SIGINT)
+}
+
+fn exit_child(pchild: Pool, code: i32, graceful: Option<bool>) -> ! {
+    retained::mpm().mpm_state = sys::AP_MPMQ_STOPPING as i32;
+    httpd::run_child_stopping(&pchild, graceful.unwrap_or(false));
+    drop(pchild);
+    if parent::one_process() {
+        parent::note_child_stopped(0, 0, 0);
+    }
+    std::process::exit(code);
+}
+
+/// The body of a child process; never returns.
+pub fn main(slot: usize, bucket: usize) -> ! {
+    let one = parent::one_process();
+    retained::mpm().mpm_state = sys::AP_MPMQ_STARTING as i32;
+    if !one {
+        httpd::set_signal(libc::SIGTERM, just_die);
+    }
+    httpd::fatal_signal_child_setup();
+    let generation = parent::generation();
+    // SAFETY: pconf lives until the process exits.
+    let pconf = unsafe { PoolRef::from_raw(generation.pconf.0) }.expect("pconf");
+    let pchild = pconf.child(c"pchild");
+    if !one && httpd::thread_main_create(&pchild).is_err() {
+        log::error(sys::APLOG_EMERG, 0, "AH10377: Couldn't initialize child main thread");
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+    }
+    let my: Bucket = generation.buckets[bucket].clone();
+    for (i, b) in generation.buckets.iter().enumerate() {
+        if i != bucket {
+            httpd::close_listeners(Some(&b.listeners));
+            if let Some(pod) = b.pod {
+                pod.close();
+            }
+        }
+    }
+    httpd::reopen_scoreboard(&pchild);
+    if !httpd::drop_privileges(&pchild) {
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+    }
+    if httpd::setup_signal_thread() != 0 {
+        log::error(sys::APLOG_EMERG, 0, "AH00479: Couldn't initialize signal thread");
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+    }
+    httpd::run_child_init(&pchild);
+
+    let cfg = config::current();
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "AH00495: Couldn't create the pollset");
+            exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
+        }
+    };
+    let max_conns = httpd::max_requests_per_child();
+    let rt = Arc::new(Runtime {
+        slot,
+        cfg,
+        generation: retained::mpm().my_generation,
+        pid: std::process::id() as i32,
+        poller,
+        queue: WorkQueue::default(),
+        parked: Mutex::new(Parked::default()),
+        connections: AtomicU32::new(0),
+        lingering: AtomicU32::new(0),
+        accept_paused: AtomicBool::new(false),
+        mode: AtomicU8::new(Mode::Running as u8),
+        next_wakeup: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+        pools: Mutex::new(Vec::new()),
+        pconf,
+        worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
+        conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
+    });
+    *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&rt));
+
+    let mut threads = Vec::new();
+    for index in 0..cfg.threads_per_child as usize {
+        let arg = ThreadArg { rt: Arc::clone(&rt), index, listeners: Vec::new() };
+        match spawn_thread(&pchild, worker_main, arg) {
+            Some(t) => threads.push(t),
+            None => exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None),
+        }
+    }
+    let arg = ThreadArg { rt: Arc::clone(&rt), index: 0, listeners: my.listeners.clone() };
+    let Some(listener) = spawn_thread(&pchild, listener_main, arg) else {
+        rt.stop(Mode::Ungraceful);
+        exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
+    };
+    retained::mpm().mpm_state = sys::AP_MPMQ_RUNNING as i32;
+
+    let mode = if one {
+        httpd::wait_for_stop_signal(one_process_signal);
+        Mode::Ungraceful
+    } else {
+        // The listener wakes this thread with SIGTERM when the child stops
+        // by itself (MaxConnectionsPerChild, fatal errors).
+        httpd::set_signal(libc::SIGTERM, wake_main);
+        httpd::unblock_signal(libc::SIGTERM);
+        let pod = my.pod.expect("a pod per bucket");
+        loop {
+            match pod.check() {
+                PodSignal::Graceful => break Mode::Graceful,
+                PodSignal::Restart => break Mode::Ungraceful,
+                PodSignal::None if rt.stopping() => break rt.mode(),
+                PodSignal::None => {}
+            }
+        }
+    };
+    rt.stop(mode);
+    listener.join();
+    for t in threads {
+        t.join();
+    }
+    *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    exit_child(pchild, 0, Some(mode == Mode::Graceful));
+}

@@ -1,0 +1,361 @@
+//! A client connection and its state machine (stock event's
+//! process_socket): what a worker does with it, and where it waits next.
+
+use std::cell::UnsafeCell;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::child::Runtime;
+use crate::ffi::httpd::{self, Connection};
+use crate::ffi::pool::Pool;
+use crate::ffi::socket::{self, ClientSocket};
+use crate::ffi::{log, score, sys};
+use crate::poller::Interest;
+use crate::timers::Wait;
+
+use sys::conn_state_e_CONN_STATE_ASYNC_WAITIO as ASYNC_WAITIO;
+use sys::conn_state_e_CONN_STATE_KEEPALIVE as KEEPALIVE;
+use sys::conn_state_e_CONN_STATE_LINGER as LINGER;
+use sys::conn_state_e_CONN_STATE_LINGER_NORMAL as LINGER_NORMAL;
+use sys::conn_state_e_CONN_STATE_LINGER_SHORT as LINGER_SHORT;
+use sys::conn_state_e_CONN_STATE_PROCESSING as PROCESSING;
+use sys::conn_state_e_CONN_STATE_SUSPENDED as SUSPENDED;
+use sys::conn_state_e_CONN_STATE_WRITE_COMPLETION as WRITE_COMPLETION;
+
+/// Lingering close waits this long for the client's FIN...
+const LINGER_NORMAL_TIME: Duration = Duration::from_secs(30);
+/// ...or this long when a module asked for a short linger (mod_reqtimeout).
+const LINGER_SHORT_TIME: Duration = Duration::from_secs(2);
+
+/// Work for a worker thread.
+pub enum Task {
+    /// A just-accepted socket and the transaction pool it lives in.
+    New(ClientSocket, Pool),
+    /// A parked connection that became ready.
+    Resume(Box<Conn>),
+    /// A parked connection to end (timeout, child stopping): lingering
+    /// close, which runs modules' pre_close hooks, hence on a worker.
+    Shutdown(Box<Conn>),
+}
+
+/// Who runs a connection now: a worker thread and its scoreboard slot.
+pub struct Worker {
+    pub slot: usize,
+    pub index: usize,
+    pub thread: *mut sys::apr_thread_t,
+    pub conn_id: i64,
+}
+
+/// The MPM's side of a connection. `cs` comes first: httpd's `c->cs` points
+/// at it for the whole life of the connection (the Box never moves).
+#[repr(C)]
+pub struct Conn {
+    /// Written by httpd and modules through `c->cs` while we hold the Box.
+    cs: UnsafeCell<sys::conn_state_t>,
+    c: Connection,
+    sock: ClientSocket,
+    fd: RawFd,
+    sbh: *mut sys::ap_sb_handle_t,
+    /// KeepAliveTimeout and Timeout of the last request's virtual host (µs),
+    /// set from httpd's post_read_request hook.
+    ka_timeout: AtomicI64,
+    io_timeout: AtomicI64,
+    /// Known to epoll (armed at least once).
+    registered: bool,
+    linger_since: Option<Instant>,
+    /// Owns everything above that httpd allocated; dropped last.
+    pool: Pool,
+}
+
+// SAFETY: a Conn is owned by exactly one thread at a time (a worker, or the
+// listener's parked set) and moves between them whole; the raw pointers
+// (sbh, and httpd's objects behind `c` and `sock`) live in its own pool.
+unsafe impl Send for Conn {}
+
+fn usecs(t: i64) -> Duration {
+    Duration::from_micros(t.max(0) as u64)
+}
+
+impl Conn {
+    fn open(rt: &Runtime, w: &Worker, sock: ClientSocket, pool: Pool) -> Option<Box<Conn>> {
+        let parts = httpd::connection_parts(&pool, w.slot, w.index);
+        let Some(c) = Connection::create(&pool, sock, w.conn_id, &parts) else {
+            rt.connection_closed(false);
+            rt.recycle(pool);
+            return None;
+        };
+        let (ka, io) = httpd::server_timeouts();
+        let conn = Box::new(Conn {
+            cs: UnsafeCell::new(sys::conn_state_t {
+                state: PROCESSING,
+                sense: sys::conn_sense_e_CONN_SENSE_DEFAULT,
+            }),
+            c,
+            sock,
+            fd: sock.fd(),
+            sbh: parts.sbh,
+            ka_timeout: AtomicI64::new(ka),
+            io_timeout: AtomicI64::new(io),
+            registered: false,
+            linger_since: None,
+            pool,
+        });
+        let me: *const Conn = &*conn;
+        c.attach(conn.cs.get(), me.cast_mut().cast(), w.thread);
+        if !c.pre_connection(sock) {
+            log::error(sys::APLOG_DEBUG, 0, "AH00469: process_socket: connection aborted");
+            conn.close(rt);
+            return None;
+        }
+        Some(conn)
+    }
+
+    fn state(&self) -> sys::conn_state_e {
+        // SAFETY: no other thread touches cs; httpd writes it only from
+        // calls we make on this thread.
+        unsafe { (*self.cs.get()).state }
+    }
+
+    fn set_state(&self, s: sys::conn_state_e) {
+        // SAFETY: as in state().
+        unsafe { (*self.cs.get()).state = s }
+    }
+
+    /// The direction a module asked to wait for, reset for the next round.
+    fn take_sense(&self, default: Interest) -> Interest {
+        // SAFETY: as in state().
+        let sense = unsafe { std::mem::replace(&mut (*self.cs.get()).sense, sys::conn_sense_e_CONN_SENSE_DEFAULT) };
+        match sense {
+            sys::conn_sense_e_CONN_SENSE_WANT_READ => Interest::Read,
+            sys::conn_sense_e_CONN_SENSE_WANT_WRITE => Interest::Write,
+            _ => default,
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        // SAFETY: as in state().
+        unsafe { (*self.cs.get()).sense == sys::conn_sense_e_CONN_SENSE_WANT_READ }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub fn socket(&self) -> ClientSocket {
+        self.sock
+    }
+
+    pub fn is_lingering(&self) -> bool {
+        self.linger_since.is_some()
+    }
+
+    /// Called (through httpd's post_read_request hook) with the timeouts of
+    /// the request's virtual host.
+    pub fn set_timeouts(&self, keepalive: i64, io: i64) {
+        self.ka_timeout.store(keepalive, Ordering::Relaxed);
+        self.io_timeout.store(io, Ordering::Relaxed);
+    }
+
+    /// Marks the fd as known to epoll; returns whether it already was.
+    pub fn mark_registered(&mut self) -> bool {
+        std::mem::replace(&mut self.registered, true)
+    }
+
+    /// Closes the socket and gives the pool back for the next connection.
+    /// The pool is cleared (running modules' cleanups, which may look at
+    /// `c->cs`) while this Conn still exists.
+    pub fn close(mut self: Box<Self>, rt: &Runtime) {
+        self.sock.close();
+        self.pool.clear();
+        let lingering = self.linger_since.is_some();
+        let Conn { pool, .. } = *self;
+        rt.connection_closed(lingering);
+        rt.recycle(pool);
+    }
+
+    /// The parked connection goes back to a worker.
+    fn resume(&self, w: &Worker) {
+        httpd::update_sb_handle(self.sbh, w.slot, w.index);
+        self.c.resume(w.thread, w.conn_id, self.sbh);
+    }
+
+    fn park(self: Box<Self>, rt: &Runtime, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
+        self.c.suspend();
+        rt.park(self, wait, timeout, since, interest);
+    }
+}
+
+/// Runs one task on a worker thread.
+pub fn serve(rt: &Runtime, w: &Worker, task: Task) {
+    match task {
+        Task::New(sock, pool) => {
+            if let Some(conn) = Conn::open(rt, w, sock, pool) {
+                advance(rt, conn);
+            }
+        }
+        Task::Resume(conn) => {
+            conn.resume(w);
+            advance(rt, conn);
+        }
+        Task::Shutdown(conn) => {
+            conn.resume(w);
+            if !conn.is_lingering() {
+                conn.c.set_note(c"short-lingering-close");
+                conn.set_state(LINGER);
+            }
+            lingering_close(rt, conn);
+        }
+    }
+}
+
+/// Moves a connection through its states until it waits or is closed.
+fn advance(rt: &Runtime, conn: Box<Conn>) {
+    loop {
+        let state = conn.state();
+        if (LINGER..=LINGER_SHORT).contains(&state) {
+            return lingering_close(rt, conn);
+        }
+        if state == PROCESSING || conn.c.clogging_input() {
+            process(&conn);
+            continue;
+        }
+        match state {
+            ASYNC_WAITIO => {
+                score::update_handle(conn.sbh, sys::SERVER_BUSY_READ);
+                let interest = conn.take_sense(Interest::Read);
+                let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                return conn.park(rt, Wait::WaitIo, t, Instant::now(), interest);
+            }
+            WRITE_COMPLETION => {
+                score::update_handle(conn.sbh, sys::SERVER_BUSY_WRITE);
+                match conn.c.flush_nonblocking() {
+                    Err(rv) => {
+                        log::error(sys::APLOG_DEBUG, rv, "AH00470: network write failure in core output filter");
+                        conn.set_state(LINGER);
+                    }
+                    Ok(after) if after.pending_output || conn.wants_read() => {
+                        let interest = conn.take_sense(Interest::Write);
+                        let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                        return conn.park(rt, Wait::WriteCompletion, t, Instant::now(), interest);
+                    }
+                    Ok(after) if !after.keepalive || after.aborted || rt.stopping() => conn.set_state(LINGER),
+                    Ok(after) if after.pending_input => conn.set_state(PROCESSING),
+                    Ok(_) => conn.set_state(KEEPALIVE),
+                }
+            }
+            KEEPALIVE => {
+                score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
+                conn.take_sense(Interest::Read);
+                let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
+                return conn.park(rt, Wait::KeepAlive, t, Instant::now(), Interest::Read);
+            }
+            _ => {
+                // SUSPENDED needs timed callbacks to ever resume, which this
+                // MPM does not offer yet: close rather than leak it.
+                if state == SUSPENDED {
+                    log::error(sys::APLOG_DEBUG, 0, "suspended connection closed: no resume mechanism");
+                }
+                conn.set_state(LINGER);
+            }
+        }
+    }
+}
+
+/// Runs the protocol handlers and normalises the state they leave, as
+/// stock does: anything unexpected ends in lingering close.
+fn process(conn: &Conn) {
+    conn.set_state(PROCESSING);
+    let mut rc = conn.c.process();
+    if rc == sys::DONE {
+        rc = sys::OK as i32;
+    }
+    if rc == sys::OK as i32 {
+        match conn.state() {
+            PROCESSING => conn.set_state(LINGER),
+            KEEPALIVE => conn.set_state(WRITE_COMPLETION),
+            _ => {}
+        }
+    }
+    let state = conn.state();
+    let expected = [LINGER, ASYNC_WAITIO, WRITE_COMPLETION, SUSPENDED].contains(&state);
+    if rc != sys::OK as i32 || !expected {
+        log::error(sys::APLOG_DEBUG, 0, &format!(
+            "AH10111: process_socket: connection processing returned {rc} (state {state}): closing"));
+        conn.set_state(LINGER);
+    } else if conn.c.aborted() {
+        conn.set_state(LINGER);
+    }
+}
+
+/// Starts lingering close on a worker (pre_close hooks, shutdown for
+/// writing), then lets the listener drain the client without a thread.
+fn lingering_close(rt: &Runtime, mut conn: Box<Conn>) {
+    if conn.linger_since.is_none() {
+        conn.linger_since = Some(Instant::now());
+        rt.lingering_started();
+        conn.sock.set_timeout(LINGER_SHORT_TIME.as_micros() as i64);
+        if conn.c.start_lingering_close() {
+            conn.c.suspend();
+            return conn.close(rt);
+        }
+        conn.sock.set_timeout(0);
+        conn.sock.allow_short_reads();
+        let short = conn.c.note(c"short-lingering-close");
+        conn.set_state(if short { LINGER_SHORT } else { LINGER_NORMAL });
+        conn.take_sense(Interest::Read);
+    }
+    conn.c.suspend();
+    linger(rt, conn);
+}
+
+/// Drains what the client sent; closes at its FIN, or parks until more
+/// arrives or the linger time is over. Runs on a worker or the listener.
+pub fn linger(rt: &Runtime, conn: Box<Conn>) {
+    match socket::drain(conn.fd) {
+        Ok(false) => {
+            let t = if conn.state() == LINGER_SHORT { LINGER_SHORT_TIME } else { LINGER_NORMAL_TIME };
+            let since = conn.linger_since.unwrap_or_else(Instant::now);
+            // Parked directly: the connection is already suspended.
+            rt.park(conn, Wait::Linger, t, since, Interest::Read);
+        }
+        _ => conn.close(rt),
+    }
+}
+
+/// A parked connection's event fired (on the listener thread).
+pub fn ready(rt: &Runtime, conn: Box<Conn>, wait: Wait) {
+    match wait {
+        Wait::Linger => linger(rt, conn),
+        Wait::KeepAlive | Wait::WaitIo => {
+            conn.set_state(PROCESSING);
+            rt.queue.push(Task::Resume(conn));
+        }
+        Wait::WriteCompletion => rt.queue.push(Task::Resume(conn)),
+    }
+}
+
+/// httpd's post_read_request hook: the request's virtual host decides the
+/// keep-alive timeout of what follows.
+pub fn post_read_request(r: *mut sys::request_rec) {
+    let Some(c) = httpd::request_connection(r) else { return };
+    let me = c.mpm_data().cast::<Conn>();
+    if me.is_null() {
+        return;
+    }
+    let (ka, io) = httpd::request_timeouts(r);
+    // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
+    // its request runs; set_timeouts only touches atomics.
+    unsafe { (*me).set_timeouts(ka, io) };
+}
+
+/// httpd's pre_connection hook: a secondary connection (an HTTP/2 stream)
+/// gets its own state instead of sharing its master's.
+pub fn pre_connection(c: Connection) {
+    if let Some(master) = c.master() {
+        let cs = c.state_ptr();
+        if cs.is_null() || cs == master.state_ptr() {
+            c.give_own_state();
+        }
+    }
+}

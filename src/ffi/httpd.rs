@@ -1,0 +1,643 @@
+//! Safe wrappers over the httpd core calls the MPM makes: process control
+//! (pods, reaping, signals), hooks it runs, and the connection operations.
+
+use std::ffi::{CStr, CString, c_void};
+use std::ptr::{self, NonNull};
+
+use super::pool::{Pool, PoolRef};
+use super::socket::{ClientSocket, Listener};
+use super::sys;
+
+/// httpd's main server (`ap_server_conf`).
+pub fn server() -> *mut sys::server_rec {
+    // SAFETY: copying a global pointer set by httpd before any hook runs.
+    unsafe { sys::ap_server_conf }
+}
+
+/// `-DNAME` on the command line.
+pub fn config_define(name: &CStr) -> bool {
+    // SAFETY: valid C string; read-only lookup.
+    unsafe { sys::ap_exists_config_define(name.as_ptr()) != 0 }
+}
+
+/// Process-lifetime memory kept across restarts (`ap_retained_data_*`),
+/// zeroed when first made.
+pub fn retained_data(key: &'static CStr, size: usize) -> (*mut c_void, bool) {
+    // SAFETY: key is a static C string; the block lives until the process ends.
+    unsafe {
+        let p = sys::ap_retained_data_get(key.as_ptr());
+        if !p.is_null() {
+            return (p, false);
+        }
+        (sys::ap_retained_data_create(key.as_ptr(), size), true)
+    }
+}
+
+pub fn unixd_retained() -> *mut sys::ap_unixd_mpm_retained_data {
+    // SAFETY: returns httpd's process-lifetime structure.
+    unsafe { sys::ap_unixd_mpm_get_retained_data() }
+}
+
+pub fn detach(daemonize: bool) -> sys::apr_status_t {
+    let how = if daemonize { sys::APR_PROC_DETACH_DAEMONIZE } else { sys::APR_PROC_DETACH_FOREGROUND };
+    // SAFETY: forks/setsid per APR; no Rust threads exist in the parent.
+    unsafe { sys::apr_proc_detach(how as i32) }
+}
+
+pub fn fatal_signal_setup(pconf: PoolRef) {
+    // SAFETY: main server and pconf are live.
+    unsafe { sys::ap_fatal_signal_setup(server(), pconf.as_ptr()) };
+}
+
+pub fn listen_pre_config() {
+    // SAFETY: resets core's listener globals; no arguments.
+    unsafe { sys::ap_listen_pre_config() };
+}
+
+/// Opens the Listen sockets; returns how many there are.
+pub fn setup_listeners() -> i32 {
+    // SAFETY: main server is live.
+    unsafe { sys::ap_setup_listeners(server()) }
+}
+
+/// Splits the listeners into buckets (ListenCoresBucketsRatio), one list
+/// each. `num` in: buckets wanted (0 = let httpd decide).
+pub fn duplicate_listeners(pconf: PoolRef, num: i32) -> Result<Vec<Vec<Listener>>, sys::apr_status_t> {
+    let mut buckets: *mut *mut sys::ap_listen_rec = ptr::null_mut();
+    let mut n = num;
+    // SAFETY: out-pointers are valid; the lists live in pconf.
+    let rv = unsafe { sys::ap_duplicate_listeners(pconf.as_ptr(), server(), &mut buckets, &mut n) };
+    if rv != 0 {
+        return Err(rv);
+    }
+    // SAFETY: httpd returned `n` list heads.
+    Ok((0..n as usize).map(|i| unsafe { Listener::list(*buckets.add(i)) }).collect())
+}
+
+/// Closes listeners in this process (all of them, or one bucket's).
+pub fn close_listeners(bucket: Option<&[Listener]>) {
+    match bucket {
+        // SAFETY: the head of a live listener list.
+        Some(l) if !l.is_empty() => unsafe { sys::ap_close_listeners_ex(l[0].as_ptr()) },
+        Some(_) => {}
+        // SAFETY: closes core's global list.
+        None => unsafe { sys::ap_close_listeners() },
+    }
+}
+
+/// A pipe of death: how the parent tells a bucket's children to go.
+#[derive(Debug, Clone, Copy)]
+pub struct Pod(NonNull<sys::ap_pod_t>);
+
+// SAFETY: a pod is a pipe pair in pconf; its operations are syscalls.
+unsafe impl Send for Pod {}
+// SAFETY: as above.
+unsafe impl Sync for Pod {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodSignal {
+    None,
+    Graceful,
+    Restart,
+}
+
+impl Pod {
+    pub fn open(pconf: PoolRef) -> Result<Pod, sys::apr_status_t> {
+        let mut pod = ptr::null_mut();
+        // SAFETY: out-pointer valid; the pod lives in pconf.
+        let rv = unsafe { sys::ap_mpm_podx_open(pconf.as_ptr(), &mut pod) };
+        if rv != 0 {
+            return Err(rv);
+        }
+        Ok(Pod(NonNull::new(pod).expect("ap_mpm_podx_open")))
+    }
+
+    /// Blocks until the parent writes to the pod or a signal interrupts.
+    pub fn check(self) -> PodSignal {
+        // SAFETY: live pod.
+        match unsafe { sys::ap_mpm_podx_check(self.0.as_ptr()) } as u32 {
+            sys::ap_podx_restart_t_AP_MPM_PODX_GRACEFUL => PodSignal::Graceful,
+            sys::ap_podx_restart_t_AP_MPM_PODX_RESTART => PodSignal::Restart,
+            _ => PodSignal::None,
+        }
+    }
+
+    fn mode(graceful: bool) -> sys::ap_podx_restart_t {
+        if graceful {
+            sys::ap_podx_restart_t_AP_MPM_PODX_GRACEFUL
+        } else {
+            sys::ap_podx_restart_t_AP_MPM_PODX_RESTART
+        }
+    }
+
+    /// Asks one (any) child of the bucket to stop.
+    pub fn signal(self, graceful: bool) {
+        // SAFETY: live pod.
+        unsafe { sys::ap_mpm_podx_signal(self.0.as_ptr(), Self::mode(graceful)) };
+    }
+
+    /// Asks `n` children of the bucket to stop.
+    pub fn signal_all(self, n: i32, graceful: bool) {
+        // SAFETY: live pod.
+        unsafe { sys::ap_mpm_podx_killpg(self.0.as_ptr(), n, Self::mode(graceful)) };
+    }
+
+    /// A child closes the pods of the other buckets.
+    pub fn close(self) {
+        // SAFETY: live pod; not used after.
+        unsafe { sys::ap_mpm_podx_close(self.0.as_ptr()) };
+    }
+}
+
+pub fn log_pid(pconf: PoolRef) {
+    // SAFETY: ap_pid_fname is core's PidFile setting (or null).
+    unsafe { sys::ap_log_pid(pconf.as_ptr(), sys::ap_pid_fname) };
+}
+
+pub fn remove_pid(pconf: PoolRef) {
+    // SAFETY: as in log_pid.
+    unsafe { sys::ap_remove_pid(pconf.as_ptr(), sys::ap_pid_fname) };
+}
+
+/// Runs pre_mpm (creates the scoreboard).
+pub fn run_pre_mpm() -> bool {
+    // SAFETY: main server and its process pool are live.
+    unsafe { sys::ap_run_pre_mpm((*(*server()).process).pool, sys::ap_scoreboard_e_SB_SHARED) == 0 }
+}
+
+pub fn set_signals(pconf: PoolRef, one_process: bool) {
+    // SAFETY: installs httpd's parent signal handlers.
+    unsafe { sys::ap_unixd_mpm_set_signals(pconf.as_ptr(), one_process as i32) };
+}
+
+/// The start-up notices every MPM logs (AH00489, AH00490, command line, and
+/// the MPM common lines).
+pub fn log_startup_banner(plog: PoolRef) {
+    // SAFETY: plain logging calls on live objects.
+    unsafe {
+        let desc = super::cstr(sys::ap_get_server_description()).to_owned();
+        let built = super::cstr(sys::ap_get_server_built()).to_owned();
+        super::log::error(sys::APLOG_NOTICE, 0, &format!(
+            "AH00489: {desc} (mod_mpm_event_rs {}) configured -- resuming normal operations",
+            env!("CARGO_PKG_VERSION")));
+        super::log::error(sys::APLOG_INFO, 0, &format!("AH00490: Server built: {built}"));
+        sys::ap_log_command_line(plog.as_ptr(), server());
+        sys::ap_log_mpm_common(server());
+    }
+}
+
+/// A reaped child process.
+#[derive(Debug, Clone, Copy)]
+pub struct Exited {
+    pub pid: libc::pid_t,
+    /// ap_process_child_status's verdict (APEXIT_* or 0).
+    pub status: i32,
+    pub signaled: bool,
+    proc_: sys::apr_proc_t,
+}
+
+impl Exited {
+    /// The scoreboard slot of the child, if it had one.
+    pub fn slot(&self) -> Option<usize> {
+        let mut p = self.proc_;
+        // SAFETY: reads the scoreboard for the pid.
+        let slot = unsafe { sys::ap_find_child_by_pid(&mut p) };
+        usize::try_from(slot).ok()
+    }
+
+    /// Offers the pid to APR's other-child registry (piped loggers, cgid);
+    /// true when it was one of those.
+    pub fn other_child(&self, raw_status: i32) -> bool {
+        let mut p = self.proc_;
+        // SAFETY: plain registry lookup.
+        unsafe { sys::apr_proc_other_child_alert(&mut p, sys::APR_OC_REASON_DEATH as i32, raw_status) == 0 }
+    }
+}
+
+/// Waits up to a second for a child to exit, running the monitor hook
+/// (ap_wait_or_timeout). `None` when the second passed.
+pub fn wait_or_timeout(pconf: PoolRef) -> Option<(Exited, i32)> {
+    let mut why: sys::apr_exit_why_e = 0;
+    let mut status = 0;
+    let mut proc_ = sys::apr_proc_t::default();
+    // SAFETY: valid out-pointers, live pool and server.
+    unsafe { sys::ap_wait_or_timeout(&mut why, &mut status, &mut proc_, pconf.as_ptr(), server()) };
+    if proc_.pid == -1 {
+        return None;
+    }
+    // SAFETY: logs the exit reason (core dumps, signals) as httpd does.
+    let verdict = unsafe { sys::ap_process_child_status(&mut proc_, why, status) };
+    let signaled = why & sys::apr_exit_why_e_APR_PROC_SIGNAL != 0;
+    Some((Exited { pid: proc_.pid, status: verdict, signaled, proc_ }, status))
+}
+
+pub type ReclaimCallback = unsafe extern "C" fn(slot: i32, pid: libc::pid_t, generation: i32);
+
+/// Waits for all children to exit, escalating to SIGTERM and SIGKILL.
+pub fn reclaim_children(cb: ReclaimCallback) {
+    // SAFETY: the callback is a valid guarded extern fn of ours.
+    unsafe { sys::ap_reclaim_child_processes(1, Some(cb)) };
+}
+
+/// Reaps the children that exited already, without waiting.
+pub fn relieve_children(cb: ReclaimCallback) {
+    // SAFETY: as in reclaim_children.
+    unsafe { sys::ap_relieve_child_processes(Some(cb)) };
+}
+
+pub fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    pid > 0 && unsafe { sys::ap_mpm_safe_kill(pid, 0) } == 0
+}
+
+pub fn run_child_status(pid: libc::pid_t, generation: i32, slot: i32, started: bool) {
+    let state = if started { sys::mpm_child_status_MPM_CHILD_STARTED } else { sys::mpm_child_status_MPM_CHILD_EXITED };
+    // SAFETY: runs httpd's child_status hooks with plain values.
+    unsafe { sys::ap_run_child_status(server(), pid, generation, slot, state) };
+}
+
+// ---- child process set-up -------------------------------------------------
+
+pub fn fatal_signal_child_setup() {
+    // SAFETY: installs httpd's crash handlers for this child.
+    unsafe { sys::ap_fatal_signal_child_setup(server()) };
+}
+
+pub fn thread_current_after_fork() {
+    // SAFETY: resets APR's thread-local current thread after fork.
+    unsafe { sys::ap_thread_current_after_fork() };
+}
+
+pub fn thread_main_create(pchild: &Pool) -> Result<(), sys::apr_status_t> {
+    let mut thd = ptr::null_mut();
+    // SAFETY: out-pointer valid; pchild lives for the child.
+    match unsafe { sys::ap_thread_main_create(&mut thd, pchild.as_ptr()) } {
+        0 => Ok(()),
+        rv => Err(rv),
+    }
+}
+
+pub fn reopen_scoreboard(pchild: &Pool) {
+    // SAFETY: attaches this process to the scoreboard shm.
+    unsafe { sys::ap_reopen_scoreboard(pchild.as_ptr(), ptr::null_mut(), 0) };
+}
+
+pub fn drop_privileges(pchild: &Pool) -> bool {
+    // SAFETY: runs the drop_privileges hooks (mod_unixd's setuid).
+    unsafe { sys::ap_run_drop_privileges(pchild.as_ptr(), server()) == 0 }
+}
+
+/// Blocks every signal in this thread (and threads it creates).
+pub fn setup_signal_thread() -> sys::apr_status_t {
+    // SAFETY: sets the signal mask.
+    unsafe { sys::apr_setup_signal_thread() }
+}
+
+pub fn run_child_init(pchild: &Pool) {
+    // SAFETY: runs modules' child_init hooks.
+    unsafe { sys::ap_run_child_init(pchild.as_ptr(), server()) };
+}
+
+pub fn run_child_stopping(pchild: &Pool, graceful: bool) {
+    // SAFETY: runs modules' child_stopping hooks.
+    unsafe { sys::ap_run_child_stopping(pchild.as_ptr(), graceful as i32) };
+}
+
+pub type SignalHandler = unsafe extern "C" fn(i32);
+
+pub fn set_signal(sig: i32, handler: SignalHandler) {
+    // SAFETY: installs a handler that is async-signal-safe (ours only set
+    // atomics or exit).
+    unsafe { sys::apr_signal(sig, Some(handler)) };
+}
+
+pub fn unblock_signal(sig: i32) {
+    // SAFETY: manipulates this thread's signal mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut());
+    }
+}
+
+/// One-process mode: waits in this thread for a terminating signal.
+pub fn wait_for_stop_signal(handler: unsafe extern "C" fn(i32) -> i32) {
+    // SAFETY: APR's sigwait loop; the handler is a guarded extern fn.
+    unsafe { sys::apr_signal_thread(Some(handler)) };
+}
+
+/// An APR thread (modules such as mod_lua expect `c->current_thread` to be
+/// one), joinable.
+pub struct Thread(NonNull<sys::apr_thread_t>);
+
+// SAFETY: the handle is only used to join, from the thread that made it.
+unsafe impl Send for Thread {}
+
+pub type ThreadMain = unsafe extern "C" fn(*mut sys::apr_thread_t, *mut c_void) -> *mut c_void;
+
+pub fn spawn(pool: &Pool, main: ThreadMain, arg: *mut c_void) -> Result<Thread, sys::apr_status_t> {
+    let mut attr = ptr::null_mut();
+    let mut thd = ptr::null_mut();
+    // SAFETY: out-pointers valid; pool outlives the thread (joined before
+    // the pool is destroyed).
+    unsafe {
+        sys::apr_threadattr_create(&mut attr, pool.as_ptr());
+        sys::apr_threadattr_detach_set(attr, 0);
+        if sys::ap_thread_stacksize != 0 {
+            sys::apr_threadattr_stacksize_set(attr, sys::ap_thread_stacksize);
+        }
+        let rv = sys::ap_thread_create(&mut thd, attr, Some(main), arg, pool.as_ptr());
+        if rv != 0 {
+            return Err(rv);
+        }
+    }
+    Ok(Thread(NonNull::new(thd).expect("ap_thread_create")))
+}
+
+impl Thread {
+    pub fn join(self) {
+        let mut rv = 0;
+        // SAFETY: joins a thread we created, once.
+        unsafe { sys::apr_thread_join(&mut rv, self.0.as_ptr()) };
+    }
+}
+
+// ---- connections ----------------------------------------------------------
+
+/// A connection record made by httpd's core for one of our sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection(NonNull<sys::conn_rec>);
+
+// SAFETY: moves with its connection between threads; one user at a time.
+unsafe impl Send for Connection {}
+
+/// Per-connection objects made before the conn_rec itself.
+pub struct ConnectionParts {
+    pub sbh: *mut sys::ap_sb_handle_t,
+    pub bucket_alloc: *mut sys::apr_bucket_alloc_t,
+}
+
+pub fn connection_parts(ptrans: &Pool, slot: usize, thread: usize) -> ConnectionParts {
+    let mut sbh = ptr::null_mut();
+    // SAFETY: objects allocated in the connection's pool.
+    unsafe {
+        sys::ap_create_sb_handle(&mut sbh, ptrans.as_ptr(), slot as i32, thread as i32);
+        ConnectionParts { sbh, bucket_alloc: sys::apr_bucket_alloc_create(ptrans.as_ptr()) }
+    }
+}
+
+pub fn update_sb_handle(sbh: *mut sys::ap_sb_handle_t, slot: usize, thread: usize) {
+    // SAFETY: sbh was made by ap_create_sb_handle in a live pool.
+    unsafe { sys::ap_update_sb_handle(sbh, slot as i32, thread as i32) };
+}
+
+/// What is left to write, and whether the connection may be kept alive.
+#[derive(Debug, Clone, Copy)]
+pub struct AfterWrite {
+    pub pending_output: bool,
+    pub pending_input: bool,
+    pub keepalive: bool,
+    pub aborted: bool,
+}
+
+impl Connection {
+    /// Runs create_connection hooks (core makes the conn_rec).
+    pub fn create(ptrans: &Pool, sock: ClientSocket, id: i64, parts: &ConnectionParts) -> Option<Self> {
+        // SAFETY: all objects live in ptrans; httpd returns null on failure.
+        let c = unsafe {
+            sys::ap_run_create_connection(ptrans.as_ptr(), server(), sock.as_ptr(), id, parts.sbh.cast(), parts.bucket_alloc)
+        };
+        NonNull::new(c).map(Connection)
+    }
+
+    /// # Safety
+    /// `c` is a live conn_rec.
+    pub unsafe fn from_raw(c: *mut sys::conn_rec) -> Option<Self> {
+        NonNull::new(c).map(Connection)
+    }
+
+    pub fn as_ptr(self) -> *mut sys::conn_rec {
+        self.0.as_ptr()
+    }
+
+    /// Points the connection at its MPM state and worker thread.
+    pub fn attach(self, cs: *mut sys::conn_state_t, me: *mut c_void, thread: *mut sys::apr_thread_t) {
+        let c = self.as_ptr();
+        // SAFETY: live conn_rec; cs and me outlive it (owned by our Conn,
+        // freed only after the pool is cleared).
+        unsafe {
+            (*c).cs = cs;
+            (*c).current_thread = thread;
+            set_module_config((*c).conn_config, me);
+        }
+    }
+
+    pub fn resume(self, thread: *mut sys::apr_thread_t, id: i64, sbh: *mut sys::ap_sb_handle_t) {
+        let c = self.as_ptr();
+        // SAFETY: live conn_rec owned by the calling worker.
+        unsafe {
+            (*c).current_thread = thread;
+            (*c).id = id;
+            (*c).sbh = sbh.cast();
+            sys::ap_run_resume_connection(c, ptr::null_mut());
+        }
+    }
+
+    /// Tells modules the connection leaves its worker; the scoreboard handle
+    /// is detached so nothing updates a slot the connection no longer has.
+    pub fn suspend(self) {
+        let c = self.as_ptr();
+        // SAFETY: live conn_rec owned by the calling worker.
+        unsafe {
+            sys::ap_run_suspend_connection(c, ptr::null_mut());
+            (*c).sbh = ptr::null_mut();
+        }
+    }
+
+    /// Virtual host by address, then pre_connection hooks.
+    pub fn pre_connection(self, sock: ClientSocket) -> bool {
+        // SAFETY: live conn_rec and socket.
+        unsafe {
+            sys::ap_update_vhost_given_ip(self.as_ptr());
+            let rc = sys::ap_pre_connection(self.as_ptr(), sock.as_ptr().cast());
+            rc == sys::OK as i32 || rc == sys::DONE
+        }
+    }
+
+    pub fn process(self) -> i32 {
+        // SAFETY: live conn_rec; runs the protocol handlers.
+        unsafe { sys::ap_run_process_connection(self.as_ptr()) }
+    }
+
+    pub fn clogging_input(self) -> bool {
+        // SAFETY: reads a plain field of a live conn_rec.
+        unsafe { sys::conn_rec::clogging_input_filters_raw(self.as_ptr()) != 0 }
+    }
+
+    pub fn aborted(self) -> bool {
+        // SAFETY: reads a bitfield of a live conn_rec.
+        unsafe { (*self.as_ptr()).aborted != 0 }
+    }
+
+    /// Flushes what the output filters hold without blocking, by calling the
+    /// last filter (core's network filter) with no data, as stock does.
+    pub fn flush_nonblocking(self) -> Result<AfterWrite, sys::apr_status_t> {
+        let c = self.as_ptr();
+        // SAFETY: live conn_rec; the filter chain ends in core's output
+        // filter whose func takes a null brigade to mean "write pending".
+        unsafe {
+            let mut f = (*c).output_filters;
+            while !(*f).next.is_null() {
+                f = (*f).next;
+            }
+            let func = (*(*f).frec).filter_func.out_func.expect("output filter function");
+            let rv = func(f, ptr::null_mut());
+            if rv != 0 {
+                return Err(rv);
+            }
+            Ok(AfterWrite {
+                pending_output: (*c).data_in_output_filters != 0,
+                pending_input: (*c).data_in_input_filters != 0,
+                keepalive: (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE,
+                aborted: (*c).aborted != 0,
+            })
+        }
+    }
+
+    /// Starts lingering close (pre_close hooks: TLS close_notify, h2 GOAWAY,
+    /// then shutdown for writing). True when the socket must be closed now.
+    pub fn start_lingering_close(self) -> bool {
+        // SAFETY: live conn_rec owned by the calling worker.
+        unsafe { sys::ap_start_lingering_close(self.as_ptr()) != 0 }
+    }
+
+    pub fn note(self, key: &CStr) -> bool {
+        // SAFETY: notes is the connection's live table.
+        unsafe { !sys::apr_table_get((*self.as_ptr()).notes, key.as_ptr()).is_null() }
+    }
+
+    pub fn set_note(self, key: &'static CStr) {
+        // SAFETY: static key and value, live table.
+        unsafe { sys::apr_table_setn((*self.as_ptr()).notes, key.as_ptr(), c"1".as_ptr()) };
+    }
+
+    pub fn master(self) -> Option<Connection> {
+        // SAFETY: reads a field of a live conn_rec.
+        NonNull::new(unsafe { (*self.as_ptr()).master }).map(Connection)
+    }
+
+    pub fn state_ptr(self) -> *mut sys::conn_state_t {
+        // SAFETY: reads a field of a live conn_rec.
+        unsafe { (*self.as_ptr()).cs }
+    }
+
+    /// A secondary connection (HTTP/2 stream) gets its own state, in its
+    /// pool, starting at PROCESSING.
+    pub fn give_own_state(self) {
+        let c = self.as_ptr();
+        // SAFETY: pcalloc in the connection's own pool, which outlives it.
+        unsafe {
+            let cs = sys::apr_palloc((*c).pool, std::mem::size_of::<sys::conn_state_t>()).cast::<sys::conn_state_t>();
+            cs.write(sys::conn_state_t {
+                state: sys::conn_state_e_CONN_STATE_PROCESSING,
+                sense: sys::conn_sense_e_CONN_SENSE_DEFAULT,
+            });
+            (*c).cs = cs;
+            set_module_config((*c).conn_config, ptr::null_mut());
+        }
+    }
+
+    /// Our per-connection object, as stored by `attach`.
+    pub fn mpm_data(self) -> *mut c_void {
+        // SAFETY: conn_config is the connection's live config vector.
+        unsafe { get_module_config((*self.as_ptr()).conn_config) }
+    }
+}
+
+fn our_index() -> usize {
+    usize::try_from(crate::module::index()).expect("module index assigned")
+}
+
+/// `ap_set_module_config` (a macro in httpd).
+///
+/// # Safety
+/// `v` is a live config vector with a slot for every module.
+unsafe fn set_module_config(v: *mut sys::ap_conf_vector_t, val: *mut c_void) {
+    // SAFETY: the vector has one slot per module index.
+    unsafe { *(v as *mut *mut c_void).add(our_index()) = val };
+}
+
+/// # Safety
+/// As for set_module_config.
+unsafe fn get_module_config(v: *mut sys::ap_conf_vector_t) -> *mut c_void {
+    // SAFETY: as above.
+    unsafe { *(v as *mut *mut c_void).add(our_index()) }
+}
+
+/// The request's keep-alive and I/O timeouts (µs): the request's virtual
+/// host when it sets KeepAliveTimeout, else the connection's base server,
+/// as stock's post_read_request does.
+pub fn request_timeouts(r: *mut sys::request_rec) -> (i64, i64) {
+    // SAFETY: r is a live request during the hook.
+    unsafe {
+        let s = if sys::server_rec::keep_alive_timeout_set_raw((*r).server) != 0 {
+            (*r).server
+        } else {
+            (*(*r).connection).base_server
+        };
+        ((*s).keep_alive_timeout, (*s).timeout)
+    }
+}
+
+pub fn request_connection(r: *mut sys::request_rec) -> Option<Connection> {
+    // SAFETY: r is a live request during the hook.
+    NonNull::new(unsafe { (*r).connection }).map(Connection)
+}
+
+/// The main server's Timeout and KeepAliveTimeout (µs).
+pub fn server_timeouts() -> (i64, i64) {
+    // SAFETY: main server is live.
+    unsafe { ((*server()).keep_alive_timeout, (*server()).timeout) }
+}
+
+pub fn max_mem_free() -> usize {
+    // SAFETY: copying core's MaxMemFree setting.
+    unsafe { sys::ap_max_mem_free as usize }
+}
+
+pub fn max_requests_per_child() -> i32 {
+    // SAFETY: copying core's MaxConnectionsPerChild setting.
+    unsafe { sys::ap_max_requests_per_child }
+}
+
+pub fn graceful_shutdown_timeout() -> i32 {
+    // SAFETY: copying core's GracefulShutdownTimeout setting.
+    unsafe { sys::ap_graceful_shutdown_timeout }
+}
+
+/// Duplicates an error message into the directive's pool, for httpd to print.
+pub fn pool_string(p: *mut sys::apr_pool_t, s: &str) -> *const libc::c_char {
+    let c = CString::new(s.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: apr_pstrdup copies into the pool, which outlives the message.
+    unsafe { sys::apr_pstrdup(p, c.as_ptr()) }
+}
+
+/// `ap_check_cmd_context(cmd, GLOBAL_ONLY)`: the error text, if any.
+pub fn global_only(cmd: *mut sys::cmd_parms) -> Option<*const libc::c_char> {
+    // SAFETY: cmd is the live directive being parsed.
+    let err = unsafe { sys::ap_check_cmd_context(cmd, sys::GLOBAL_ONLY) };
+    (!err.is_null()).then_some(err)
+}
+
+/// The directive's name and its pool.
+pub fn cmd_name_and_pool(cmd: *mut sys::cmd_parms) -> (String, *mut sys::apr_pool_t) {
+    // SAFETY: cmd and its command_rec are live while the directive is read.
+    unsafe { (super::cstr((*(*cmd).cmd).name).to_owned(), (*cmd).pool) }
+}
+
+/// ExtendedStatus is re-read with the configuration; MPMs reset it first.
+pub fn reset_extended_status() {
+    // SAFETY: plain store to core's global, in the single-threaded parent.
+    unsafe { sys::ap_extended_status = 0 };
+}

@@ -1,0 +1,160 @@
+//! Client and listening sockets: APR's socket objects (which httpd's core
+//! needs) and the raw descriptor operations the MPM does itself.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::{self, NonNull};
+
+use super::pool::Pool;
+use super::sys;
+
+/// An accepted client socket; the transaction pool owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(NonNull<sys::apr_socket_t>);
+
+// SAFETY: moves between threads with its connection; one user at a time.
+unsafe impl Send for ClientSocket {}
+// SAFETY: the only cross-thread use is `shutdown`, a syscall on the fd.
+unsafe impl Sync for ClientSocket {}
+
+fn os_fd(s: *mut sys::apr_socket_t) -> RawFd {
+    let mut fd: sys::apr_os_sock_t = -1;
+    // SAFETY: s is a live apr socket; apr_os_sock_get only reads it.
+    unsafe { sys::apr_os_sock_get(&mut fd, s) };
+    fd
+}
+
+impl ClientSocket {
+    pub fn as_ptr(self) -> *mut sys::apr_socket_t {
+        self.0.as_ptr()
+    }
+
+    pub fn fd(self) -> RawFd {
+        os_fd(self.as_ptr())
+    }
+
+    /// 0 makes APR's I/O on it non-blocking, as the lingering drain needs.
+    pub fn set_timeout(self, usecs: sys::apr_interval_time_t) {
+        // SAFETY: live socket owned by the caller's connection.
+        unsafe { sys::apr_socket_timeout_set(self.as_ptr(), usecs) };
+    }
+
+    /// Clears APR_INCOMPLETE_READ, which would make a short read retry.
+    pub fn allow_short_reads(self) {
+        // SAFETY: as in set_timeout.
+        unsafe { sys::apr_socket_opt_set(self.as_ptr(), sys::APR_INCOMPLETE_READ as i32, 0) };
+    }
+
+    pub fn close(self) {
+        // SAFETY: the connection is done with the socket; APR marks it
+        // closed so the pool cleanup does not close the fd again.
+        unsafe { sys::apr_socket_close(self.as_ptr()) };
+    }
+}
+
+/// Reads and discards whatever the client sent, without blocking.
+/// `Ok(true)`: the client closed; `Ok(false)`: nothing more for now.
+pub fn drain(fd: RawFd) -> io::Result<bool> {
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: buf is valid for its length; the fd is a connected socket.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        match n {
+            0 => return Ok(true),
+            n if n > 0 => continue,
+            _ => {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(false),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(e),
+                };
+            }
+        }
+    }
+}
+
+/// Ends both directions of a socket another thread may be blocked on, so
+/// that thread's read or write fails at once (an ungraceful stop).
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown on a descriptor has no memory effects.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// A listening socket of httpd's (`ap_listen_rec`).
+#[derive(Debug, Clone, Copy)]
+pub struct Listener(NonNull<sys::ap_listen_rec>);
+
+// SAFETY: listen records live in pconf for the generation and are only read.
+unsafe impl Send for Listener {}
+// SAFETY: as above.
+unsafe impl Sync for Listener {}
+
+/// The outcome of one accept.
+pub enum Accepted {
+    Socket(ClientSocket),
+    /// Nothing to accept (another child won, or the client went away).
+    Nothing,
+    /// Out of descriptors or memory (EMFILE, ENFILE, ENOMEM...).
+    Shortage(sys::apr_status_t),
+}
+
+impl Listener {
+    /// Walks a listener list.
+    ///
+    /// # Safety
+    /// `head` is null or the head of a list of live listen records (they live
+    /// in pconf for the whole generation).
+    pub unsafe fn list(head: *mut sys::ap_listen_rec) -> Vec<Listener> {
+        let mut out = Vec::new();
+        let mut lr = head;
+        while let Some(l) = NonNull::new(lr) {
+            out.push(Listener(l));
+            // SAFETY: caller vouches for the list.
+            lr = unsafe { (*lr).next };
+        }
+        out
+    }
+
+    pub fn as_ptr(self) -> *mut sys::ap_listen_rec {
+        self.0.as_ptr()
+    }
+
+    pub fn fd(self) -> RawFd {
+        // SAFETY: live listen record; sd is its socket.
+        os_fd(unsafe { (*self.as_ptr()).sd })
+    }
+
+    /// A listener must never block the thread that accepts: with several
+    /// children on one socket, readiness does not mean a connection is left.
+    pub fn set_nonblocking(self) {
+        // SAFETY: live listen record and socket.
+        unsafe { sys::apr_socket_opt_set((*self.as_ptr()).sd, sys::APR_SO_NONBLOCK as i32, 1) };
+    }
+
+    /// Accepts one connection into `pool` through the listener's accept
+    /// function (ap_unixd_accept), as every httpd MPM does.
+    pub fn accept(self, pool: &Pool) -> Accepted {
+        let mut csd: *mut libc::c_void = ptr::null_mut();
+        // SAFETY: the record and pool are live; accept_func writes csd.
+        let rv = unsafe {
+            match (*self.as_ptr()).accept_func {
+                Some(f) => f(&mut csd, self.as_ptr(), pool.as_ptr()),
+                None => sys::ap_unixd_accept(&mut csd, self.as_ptr(), pool.as_ptr()),
+            }
+        };
+        match NonNull::new(csd.cast::<sys::apr_socket_t>()) {
+            Some(s) => Accepted::Socket(ClientSocket(s)),
+            None if rv == sys::APR_EGENERAL as i32 => Accepted::Shortage(rv),
+            None => Accepted::Nothing,
+        }
+    }
+}
+
+impl ClientSocket {
+    /// # Safety
+    /// `p` is a live apr socket owned by a transaction pool.
+    pub unsafe fn from_raw(p: *mut sys::apr_socket_t) -> Option<Self> {
+        NonNull::new(p).map(ClientSocket)
+    }
+}

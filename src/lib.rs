@@ -1,0 +1,21 @@
+//! mod_mpm_event_rs: Apache httpd's event MPM in Rust.
+//!
+//! httpd loads this library as `mpm_event_module`. `entry` holds every
+//! function httpd calls; `ffi` every call the other way. Between them, plain
+//! Rust: `parent` (process management), `child` (a child's threads),
+//! `listener` (accept and pollset loop), `connection` (the connection state
+//! machine), `poller` (epoll), `queue` (worker dispatch), `timers` (timeout
+//! queues), `config` (directives), `retained` (state across restarts).
+
+pub mod child;
+pub mod config;
+pub mod connection;
+pub mod entry;
+pub mod ffi;
+pub mod listener;
+pub mod module;
+pub mod parent;
+pub mod poller;
+pub mod queue;
+pub mod retained;
+pub mod timers;

@@ -1,0 +1,475 @@
+//! The parent process: forks and supervises the children, keeps the number
+//! of idle threads between MinSpareThreads and MaxSpareThreads, and carries
+//! out stop, restart, graceful restart and graceful stop.
+
+use std::sync::Mutex;
+
+use crate::child;
+use crate::config::{self, MpmConfig};
+use crate::ffi::httpd::{self, Pod};
+use crate::ffi::pool::PoolRef;
+use crate::ffi::socket::Listener;
+use crate::ffi::{SendPtr, log, score, sys};
+use crate::retained::{self, MAX_SPAWN_RATE};
+
+/// One listener bucket: its sockets and the pipe of death of its children.
+#[derive(Clone)]
+pub struct Bucket {
+    pub pod: Option<Pod>,
+    pub listeners: Vec<Listener>,
+}
+
+/// What open_logs sets up for the generation being started.
+#[derive(Clone)]
+pub struct Generation {
+    pub pconf: SendPtr<sys::apr_pool_t>,
+    pub buckets: Vec<Bucket>,
+    pub one_process: bool,
+}
+
+static GENERATION: Mutex<Option<Generation>> = Mutex::new(None);
+static ONE_PROCESS: Mutex<bool> = Mutex::new(false);
+
+pub fn set_one_process(v: bool) {
+    *ONE_PROCESS.lock().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+pub fn one_process() -> bool {
+    *ONE_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn set_generation(g: Option<Generation>) {
+    *GENERATION.lock().unwrap_or_else(|e| e.into_inner()) = g;
+}
+
+pub fn generation() -> Generation {
+    GENERATION.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("open_logs ran")
+}
+
+/// open_logs: opens the listeners, splits them into buckets, opens a pipe
+/// of death per bucket. Returns false (after logging) on failure.
+pub fn open_listeners(pconf: PoolRef<'static>, startup: bool) -> bool {
+    let fail = |msg: &str| {
+        if startup { log::startup(sys::APLOG_ALERT, msg) } else { log::error(sys::APLOG_ALERT, 0, msg) }
+        false
+    };
+    if httpd::setup_listeners() < 1 {
+        return fail("no listening sockets available, shutting down");
+    }
+    let one = one_process();
+    let mpm = retained::mpm();
+    let wanted = if one { 1 } else if mpm.was_graceful != 0 { mpm.num_buckets } else { 0 };
+    let lists = match httpd::duplicate_listeners(pconf, wanted) {
+        Ok(l) => l,
+        Err(_) => return fail("could not duplicate listeners"),
+    };
+    let mut buckets = Vec::with_capacity(lists.len());
+    for listeners in lists {
+        let pod = if one {
+            None
+        } else {
+            match Pod::open(pconf) {
+                Ok(p) => Some(p),
+                Err(_) => return fail("could not open pipe-of-death"),
+            }
+        };
+        buckets.push(Bucket { pod, listeners });
+    }
+    retained::get().ensure_buckets(buckets.len());
+    mpm.num_buckets = buckets.len() as i32;
+    set_generation(Some(Generation { pconf: SendPtr(pconf.as_ptr()), buckets, one_process: one }));
+    true
+}
+
+fn gen_number() -> i32 {
+    retained::mpm().my_generation
+}
+
+/// A child was reaped or is given up on: free its slot (reclaim callback).
+pub fn note_child_stopped(slot: i32, pid: libc::pid_t, generation: i32) {
+    let cfg = config::current();
+    let Ok(slot) = usize::try_from(slot) else {
+        httpd::run_child_status(pid, generation, -1, false);
+        return;
+    };
+    let r = retained::get();
+    let (pid, generation) = (score::pid(slot), score::generation(slot));
+    for t in 0..cfg.threads_per_child as usize {
+        score::update_worker(slot, t, sys::SERVER_DEAD);
+    }
+    httpd::run_child_status(pid, generation, slot as i32, false);
+    if score::quiescing(slot) != 2 {
+        r.active_daemons -= 1;
+    }
+    r.total_daemons -= 1;
+    if log::enabled(sys::APLOG_DEBUG) {
+        log::error(sys::APLOG_DEBUG, 0, &format!(
+            "Child {slot} stopped: pid {pid}, gen {generation}, active {}/{}, total {}/{}/{}, quiescing {}",
+            r.active_daemons, cfg.active_daemons_limit, r.total_daemons, r.max_daemon_used,
+            cfg.server_limit, score::quiescing(slot)));
+    }
+    score::set_not_accepting(slot, 0);
+    score::set_quiescing(slot, 0);
+    score::set_pid(slot, 0);
+}
+
+fn note_child_started(slot: usize, pid: libc::pid_t) {
+    let r = retained::get();
+    let generation = gen_number();
+    r.total_daemons += 1;
+    r.active_daemons += 1;
+    score::set_pid(slot, pid);
+    score::set_generation(slot, generation);
+    httpd::run_child_status(pid, generation, slot as i32, true);
+    if log::enabled(sys::APLOG_DEBUG) {
+        let cfg = config::current();
+        log::error(sys::APLOG_DEBUG, 0, &format!(
+            "Child {slot} started: pid {pid}, gen {generation}, active {}/{}, total {}/{}/{}",
+            r.active_daemons, cfg.active_daemons_limit, r.total_daemons, r.max_daemon_used, cfg.server_limit));
+    }
+}
+
+/// Forks a child into `slot`. In one-process mode the child runs here and
+/// this returns only when it is done.
+fn make_child(slot: usize, bucket: usize) -> bool {
+    let r = retained::get();
+    r.max_daemon_used = r.max_daemon_used.max(slot as i32 + 1);
+    if score::pid(slot) != 0 {
+        log::error(sys::APLOG_ERR, 0, &format!(
+            "AH03455: BUG: Scoreboard slot {slot} should be empty but is in use by pid {}", score::pid(slot)));
+        return false;
+    }
+    if one_process() {
+        note_child_started(slot, std::process::id() as i32);
+        child::main(slot, 0);
+    }
+    // SAFETY: fork in httpd's single-threaded parent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        log::error(sys::APLOG_ERR, std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            "AH00481: fork: Unable to fork new process");
+        // Don't spin trying to fork when the system is out of processes.
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        return false;
+    }
+    if pid == 0 {
+        httpd::thread_current_after_fork();
+        child::main(slot, bucket);
+    }
+    note_child_started(slot, pid);
+    true
+}
+
+fn startup_children(mut n: i32, cfg: &MpmConfig) {
+    let buckets = retained::mpm().num_buckets.max(1) as usize;
+    for slot in 0..cfg.server_limit as usize {
+        if n <= 0 {
+            break;
+        }
+        if score::pid(slot) != 0 {
+            continue;
+        }
+        if !make_child(slot, slot % buckets) {
+            break;
+        }
+        n -= 1;
+    }
+}
+
+/// Counts idle threads of the current generation in one bucket's children
+/// and forks or retires children to keep them within the spare bounds
+/// (stock's perform_idle_server_maintenance).
+fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, had_healthy_child: &mut bool) -> bool {
+    let r = retained::get();
+    let num_buckets = retained::mpm().num_buckets.max(1) as usize;
+    let my_gen = gen_number();
+    let rate = r.spawn_rates()[bucket];
+    let mut idle_threads = 0;
+    let mut active_threads = 0;
+    let mut free_slots = Vec::new();
+    let mut last_non_dead: i32 = -1;
+    for slot in 0..cfg.server_limit as usize {
+        if num_buckets > 1 && slot % num_buckets != bucket {
+            continue;
+        }
+        if slot as i32 >= r.max_daemon_used && free_slots.len() as i32 == rate {
+            break;
+        }
+        if score::pid(slot) == 0 {
+            if (free_slots.len() as i32) < rate {
+                free_slots.push(slot);
+            }
+            continue;
+        }
+        if score::quiescing(slot) == 1 {
+            score::set_quiescing(slot, 2);
+            r.active_daemons -= 1;
+        }
+        let counts_idle = score::quiescing(slot) == 0
+            && score::not_accepting(slot) == 0
+            && score::generation(slot) == my_gen;
+        let mut child_active = 0;
+        for t in 0..cfg.threads_per_child as usize {
+            let status = score::worker_status(slot, t);
+            if status <= sys::SERVER_READY && counts_idle {
+                idle_threads += 1;
+            }
+            if (sys::SERVER_READY..sys::SERVER_GRACEFUL).contains(&status) {
+                child_active += 1;
+            }
+        }
+        active_threads += child_active;
+        if child_active == cfg.threads_per_child {
+            *had_healthy_child = true;
+        }
+        last_non_dead = slot as i32;
+    }
+    *max_daemon_used = (*max_daemon_used).max(last_non_dead + 1);
+
+    if r.sick_child_detected != 0 {
+        if *had_healthy_child {
+            r.sick_child_detected = 0;
+        } else if bucket + 1 < num_buckets {
+            return true;
+        } else {
+            retained::mpm().shutdown_pending = 1;
+            log::error(sys::APLOG_ALERT, 0, "AH02324: A resource shortage or other unrecoverable failure \
+                was encountered before any child process initialized successfully... httpd is exiting!");
+            return false;
+        }
+    }
+
+    let nb = num_buckets as i32;
+    if idle_threads > cfg.max_spare_threads / nb {
+        // Retire a child only when no other is already stopping, or when the
+        // scoreboard has room for a whole generation besides those stopping.
+        let may_kill = r.active_daemons == r.total_daemons
+            || cfg.server_limit - r.total_daemons > cfg.active_daemons_limit;
+        if may_kill {
+            if let Some(pod) = generation().buckets[bucket].pod {
+                pod.signal(true);
+            }
+        }
+        r.spawn_rates()[bucket] = 1;
+    } else if idle_threads < cfg.min_spare_threads / nb {
+        if active_threads >= cfg.max_workers / nb {
+            if idle_threads == 0 {
+                if r.maxclients_reported == 0 {
+                    log::error(sys::APLOG_ERR, 0, "AH00484: server reached MaxRequestWorkers setting, \
+                        consider raising the MaxRequestWorkers setting");
+                    r.maxclients_reported = 1;
+                }
+            } else if r.near_maxclients_reported == 0 {
+                log::error(sys::APLOG_ERR, 0, "AH10159: server is within MinSpareThreads of \
+                    MaxRequestWorkers, consider raising the MaxRequestWorkers setting");
+                r.near_maxclients_reported = 1;
+            }
+            r.spawn_rates()[bucket] = 1;
+        } else if free_slots.is_empty() {
+            log::error(sys::APLOG_ERR, 0, "AH03490: scoreboard is full, not at MaxRequestWorkers.Increase ServerLimit.");
+            r.spawn_rates()[bucket] = 1;
+        } else {
+            let mut n = free_slots.len().min(r.spawn_rates()[bucket] as usize) as i32;
+            if n + r.active_daemons > cfg.active_daemons_limit {
+                if r.active_daemons < cfg.active_daemons_limit {
+                    n = cfg.active_daemons_limit - r.active_daemons;
+                } else {
+                    r.spawn_rates()[bucket] = 1;
+                    r.hold_off_on_exponential_spawning += 1;
+                    n = 0;
+                }
+            }
+            if r.spawn_rates()[bucket] >= 8 {
+                log::error(sys::APLOG_INFO, 0, &format!(
+                    "AH00486: server seems busy, (you may need to increase StartServers, ThreadsPerChild \
+                     or Min/MaxSpareThreads), spawning {n} children, there are around {idle_threads} idle \
+                     threads, {} active children, and {} children that are shutting down",
+                    r.active_daemons, r.total_daemons));
+            }
+            for &slot in free_slots.iter().take(n as usize) {
+                if make_child(slot, bucket) {
+                    *max_daemon_used = (*max_daemon_used).max(slot as i32 + 1);
+                }
+            }
+            if r.hold_off_on_exponential_spawning > 0 {
+                r.hold_off_on_exponential_spawning -= 1;
+            } else if r.spawn_rates()[bucket] < MAX_SPAWN_RATE / nb {
+                r.spawn_rates()[bucket] *= 2;
+            }
+        }
+    } else {
+        r.spawn_rates()[bucket] = 1;
+    }
+    true
+}
+
+fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
+    let num_buckets = retained::mpm().num_buckets.max(1) as usize;
+    let mut successive_kills = 0;
+    let mut had_healthy_child = false;
+    loop {
+        let mpm = retained::mpm();
+        if mpm.restart_pending != 0 || mpm.shutdown_pending != 0 {
+            return;
+        }
+        if let Some((exited, raw)) = httpd::wait_or_timeout(pconf) {
+            let slot = exited.slot();
+            if exited.status == sys::APEXIT_CHILDFATAL as i32 {
+                // A fatal child of the current generation stops the server;
+                // one of an older generation raced a graceful restart.
+                let current = slot.is_none_or(|s| score::generation(s) == gen_number());
+                if current {
+                    mpm.shutdown_pending = 1;
+                    return;
+                }
+                log::error(sys::APLOG_WARNING, 0, &format!(
+                    "AH00487: Ignoring fatal error in child of previous generation (pid {}).", exited.pid));
+                retained::get().sick_child_detected = 1;
+            } else if exited.status == sys::APEXIT_CHILDSICK as i32 {
+                retained::get().sick_child_detected = 1;
+            }
+            if let Some(slot) = slot {
+                note_child_stopped(slot as i32, 0, 0);
+                if exited.status == sys::APEXIT_CHILDSICK as i32 {
+                    retained::get().spawn_rates()[slot % num_buckets] = 1;
+                } else if remaining > 0 {
+                    make_child(slot, slot % num_buckets);
+                    remaining -= 1;
+                }
+            } else if exited.other_child(raw) {
+                // a piped logger or the cgid daemon: APR handled it
+            } else if mpm.was_graceful != 0 {
+                log::error(sys::APLOG_WARNING, 0, &format!(
+                    "AH00488: long lost child came home! (pid {})", exited.pid));
+            }
+            // A child killed by a signal is replaced at once, but not more
+            // than three in a row, to avoid a fork storm of crashing children.
+            if slot.is_none() || !exited.signaled {
+                continue;
+            }
+            successive_kills += 1;
+            if successive_kills >= 3 {
+                if successive_kills % 10 == 3 {
+                    log::error(sys::APLOG_WARNING, 0, "AH10392: children are killed successively!");
+                }
+                continue;
+            }
+            remaining += 1;
+        } else {
+            successive_kills = 0;
+        }
+
+        if remaining > 0 {
+            startup_children(remaining, cfg);
+            remaining = 0;
+            continue;
+        }
+        let mut max_used = 0;
+        for b in 0..num_buckets {
+            if !idle_maintenance(b, cfg, &mut max_used, &mut had_healthy_child) {
+                return;
+            }
+        }
+        retained::get().max_daemon_used = max_used;
+    }
+}
+
+fn signal_all_children(graceful: bool, cfg: &MpmConfig) {
+    for b in generation().buckets {
+        if let Some(pod) = b.pod {
+            pod.signal_all(cfg.active_daemons_limit, graceful);
+        }
+    }
+}
+
+unsafe extern "C" fn reclaim_cb(slot: i32, pid: libc::pid_t, generation: i32) {
+    crate::ffi::guard::guard((), || note_child_stopped(slot, pid, generation));
+}
+
+/// The mpm hook: runs the server until stop or restart. Returns OK to
+/// restart, DONE to exit.
+pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
+    let one = one_process();
+    httpd::log_pid(pconf);
+    if retained::mpm().was_graceful == 0 {
+        if !httpd::run_pre_mpm() {
+            retained::mpm().mpm_state = sys::AP_MPMQ_STOPPING as i32;
+            return sys::DONE;
+        }
+        score::set_running_generation(gen_number());
+    }
+    httpd::set_signals(pconf, one);
+
+    let num_buckets = retained::mpm().num_buckets.max(1);
+    config::update(|c| c.fit_buckets(num_buckets));
+    let cfg = config::current();
+
+    let mut remaining = cfg.start_servers.min(cfg.active_daemons_limit);
+    httpd::log_startup_banner(plog);
+    retained::mpm().mpm_state = sys::AP_MPMQ_RUNNING as i32;
+    if retained::mpm().was_graceful == 0 {
+        startup_children(remaining, &cfg);
+        remaining = 0;
+    } else {
+        // Let the old generation drain before spawning exponentially.
+        retained::get().hold_off_on_exponential_spawning = 10;
+    }
+
+    main_loop(remaining, &cfg, pconf);
+    let mpm = retained::mpm();
+    mpm.mpm_state = sys::AP_MPMQ_STOPPING as i32;
+
+    if mpm.shutdown_pending != 0 && mpm.is_ungraceful != 0 {
+        signal_all_children(false, &cfg);
+        httpd::reclaim_children(reclaim_cb);
+        httpd::remove_pid(pconf);
+        log::error(sys::APLOG_NOTICE, 0, "AH00491: caught SIGTERM, shutting down");
+        return sys::DONE;
+    }
+
+    if mpm.shutdown_pending != 0 {
+        graceful_stop(pconf, &cfg);
+        return sys::DONE;
+    }
+
+    if one {
+        return sys::DONE;
+    }
+
+    mpm.my_generation += 1;
+    score::set_running_generation(mpm.my_generation);
+    if mpm.is_ungraceful == 0 {
+        log::error(sys::APLOG_NOTICE, 0, "AH00493: SIGUSR1 received.  Doing graceful restart");
+        signal_all_children(true, &cfg);
+    } else {
+        log::error(sys::APLOG_NOTICE, 0, "AH00494: SIGHUP received.  Attempting to restart");
+        signal_all_children(false, &cfg);
+        httpd::reclaim_children(reclaim_cb);
+    }
+    sys::OK as i32
+}
+
+/// SIGWINCH: stop accepting, let children finish within
+/// GracefulShutdownTimeout (unbounded when 0), then stop the rest.
+fn graceful_stop(pconf: PoolRef, cfg: &MpmConfig) {
+    let mpm = retained::mpm();
+    httpd::close_listeners(None);
+    signal_all_children(true, cfg);
+    httpd::relieve_children(reclaim_cb);
+    httpd::remove_pid(pconf);
+    log::error(sys::APLOG_NOTICE, 0, "AH00492: caught SIGWINCH, shutting down gracefully");
+    let timeout = httpd::graceful_shutdown_timeout();
+    let cutoff = std::time::Instant::now() + std::time::Duration::from_secs(timeout.max(0) as u64);
+    mpm.shutdown_pending = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        httpd::relieve_children(reclaim_cb);
+        let max = retained::get().max_daemon_used.max(0) as usize;
+        let alive = (0..max).any(|s| httpd::process_alive(score::pid(s)));
+        if retained::mpm().shutdown_pending != 0 || !alive || (timeout > 0 && std::time::Instant::now() >= cutoff) {
+            break;
+        }
+    }
+    signal_all_children(false, cfg);
+    httpd::reclaim_children(reclaim_cb);
+}

@@ -1,0 +1,186 @@
+//! A small, honest epoll layer: the listener's pollset. Connections are
+//! armed one-shot, so an event hands the connection to exactly one owner and
+//! re-parking costs a single epoll_ctl (MOD), not the remove/add pair of
+//! stock event. An eventfd lets workers wake the listener.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::timers::Token;
+
+/// Token of the waker's eventfd.
+pub const WAKER: u64 = Token::MAX + 1;
+/// Tokens of listening sockets: LISTENER_BASE + index.
+pub const LISTENER_BASE: u64 = Token::MAX + 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
+pub struct Poller {
+    epoll: OwnedFd,
+    waker: OwnedFd,
+}
+
+fn cvt(rv: libc::c_int) -> io::Result<libc::c_int> {
+    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv) }
+}
+
+/// One ready descriptor.
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    pub token: u64,
+    pub readable: bool,
+    pub writable: bool,
+    /// Error or hang-up: the owner finds out what by doing I/O.
+    pub closed: bool,
+}
+
+pub struct Events(Vec<libc::epoll_event>);
+
+impl Events {
+    pub fn with_capacity(n: usize) -> Self {
+        Events(Vec::with_capacity(n.max(1)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.0.iter().map(|e| {
+            let bits = e.events;
+            Event {
+                token: e.u64,
+                readable: bits & (libc::EPOLLIN as u32) != 0,
+                writable: bits & (libc::EPOLLOUT as u32) != 0,
+                closed: bits & ((libc::EPOLLERR | libc::EPOLLHUP) as u32) != 0,
+            }
+        })
+    }
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscalls; the returned descriptors are owned here.
+        let (epoll, waker) = unsafe {
+            let ep = cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?;
+            let ep = OwnedFd::from_raw_fd(ep);
+            let ev = cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+            (ep, OwnedFd::from_raw_fd(ev))
+        };
+        let p = Poller { epoll, waker };
+        p.ctl(libc::EPOLL_CTL_ADD, p.waker.as_raw_fd(), libc::EPOLLIN as u32, WAKER)?;
+        Ok(p)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the call; a stale or
+        // closed fd only yields an error.
+        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    /// Watches a listening socket. EPOLLEXCLUSIVE wakes one child per new
+    /// connection instead of every child of the bucket.
+    pub fn add_listener(&self, fd: RawFd, index: usize) -> io::Result<()> {
+        let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, LISTENER_BASE + index as u64)
+    }
+
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Arms a connection for one event. `registered` says whether the fd is
+    /// already known to epoll (then MOD, else ADD).
+    pub fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
+        let dir = match interest {
+            Interest::Read => libc::EPOLLIN | libc::EPOLLRDHUP,
+            Interest::Write => libc::EPOLLOUT,
+        };
+        let events = (dir | libc::EPOLLONESHOT) as u32;
+        let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        self.ctl(op, fd, events, token.0)
+    }
+
+    /// Waits for events; `None` waits until one arrives or `wake` is called.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        // Round up so that a deadline is never reported as not yet reached.
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_micros().div_ceil(1000);
+            ms.min(i32::MAX as u128) as i32
+        });
+        let cap = events.0.capacity() as i32;
+        events.0.clear();
+        // SAFETY: the buffer has `cap` slots; the kernel fills `n` of them,
+        // and we set the length to exactly that.
+        unsafe {
+            let n = libc::epoll_wait(self.epoll.as_raw_fd(), events.0.as_mut_ptr(), cap, ms);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            }
+            events.0.set_len(n as usize);
+        }
+        Ok(())
+    }
+
+    /// Makes a concurrent or the next `wait` return.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
+        // counter (EAGAIN) already guarantees a wake-up.
+        unsafe { libc::write(self.waker.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the waker after it fired.
+    pub fn reset_waker(&self) {
+        let mut buf: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
+        unsafe { libc::read(self.waker.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn one_shot_fires_once_until_rearmed() {
+        let p = Poller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let tok = Token(7);
+        p.arm(a.as_raw_fd(), tok, Interest::Read, false).unwrap();
+        b.write_all(b"x").unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.wait(&mut ev, Some(Duration::from_secs(1))).unwrap();
+        let got: Vec<_> = ev.iter().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].token, 7);
+        assert!(got[0].readable);
+        p.wait(&mut ev, Some(Duration::from_millis(20))).unwrap();
+        assert_eq!(ev.iter().count(), 0, "one-shot: disarmed after firing");
+        p.arm(a.as_raw_fd(), Token(8), Interest::Read, true).unwrap();
+        p.wait(&mut ev, Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(ev.iter().next().unwrap().token, 8);
+    }
+
+    #[test]
+    fn waker_interrupts_wait() {
+        let p = std::sync::Arc::new(Poller::new().unwrap());
+        let p2 = p.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            p2.wake();
+        });
+        let mut ev = Events::with_capacity(8);
+        p.wait(&mut ev, Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ev.iter().next().unwrap().token, WAKER);
+        p.reset_waker();
+        p.wait(&mut ev, Some(Duration::from_millis(10))).unwrap();
+        assert_eq!(ev.iter().count(), 0);
+        t.join().unwrap();
+    }
+}

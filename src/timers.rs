@@ -1,0 +1,246 @@
+//! Timeout queues for connections parked in the listener's pollset.
+//!
+//! Every queue has one timeout, so appending keeps it sorted by deadline:
+//! expiry only looks at queue heads, and removal by token is O(1) through
+//! an index-linked list over a slab. Queues are made on demand per (kind,
+//! timeout), which gives per-vhost KeepAliveTimeout/Timeout for free.
+
+use std::time::{Duration, Instant};
+
+/// Why a connection waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Idle between requests, KeepAliveTimeout.
+    KeepAlive,
+    /// Flushing a response, Timeout.
+    WriteCompletion,
+    /// A module waits for I/O (CONN_STATE_ASYNC_WAITIO), Timeout.
+    WaitIo,
+    /// Draining the client after our shutdown(), 2 s or 30 s.
+    Linger,
+}
+
+/// Identifies a parked entry; stale tokens (entry gone, slot reused) are
+/// recognised by their generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token(pub u64);
+
+impl Token {
+    fn new(index: u32, generation: u32) -> Self {
+        Token(u64::from(generation) << 32 | u64::from(index))
+    }
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// Largest token value a slab entry can have; poller tokens above it
+    /// are free for listeners and the waker.
+    pub const MAX: u64 = (0x7fff_ffff_u64 << 32) | 0xffff_ffff;
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Queue {
+    wait: Wait,
+    timeout: Duration,
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+struct Entry<T> {
+    item: T,
+    queue: usize,
+    deadline: Instant,
+    prev: u32,
+    next: u32,
+}
+
+struct Slot<T> {
+    generation: u32,
+    entry: Option<Entry<T>>,
+}
+
+pub struct Parked<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    queues: Vec<Queue>,
+}
+
+impl<T> Default for Parked<T> {
+    fn default() -> Self {
+        Parked { slots: Vec::new(), free: Vec::new(), queues: Vec::new() }
+    }
+}
+
+impl<T> Parked<T> {
+    fn queue_for(&mut self, wait: Wait, timeout: Duration) -> usize {
+        if let Some(i) = self.queues.iter().position(|q| q.wait == wait && q.timeout == timeout) {
+            return i;
+        }
+        self.queues.push(Queue { wait, timeout, head: NIL, tail: NIL, len: 0 });
+        self.queues.len() - 1
+    }
+
+    /// Parks `item` until `now + timeout` and returns its token.
+    pub fn insert(&mut self, item: T, wait: Wait, timeout: Duration, now: Instant) -> Token {
+        let queue = self.queue_for(wait, timeout);
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, entry: None });
+                u32::try_from(self.slots.len() - 1).expect("slab index fits u32")
+            }
+        };
+        let q = &mut self.queues[queue];
+        let prev = q.tail;
+        q.tail = index;
+        if q.head == NIL {
+            q.head = index;
+        }
+        q.len += 1;
+        if prev != NIL {
+            self.entry_mut(prev).next = index;
+        }
+        let slot = &mut self.slots[index as usize];
+        slot.entry = Some(Entry { item, queue, deadline: now + timeout, prev, next: NIL });
+        Token::new(index, slot.generation)
+    }
+
+    fn entry_mut(&mut self, index: u32) -> &mut Entry<T> {
+        self.slots[index as usize].entry.as_mut().expect("linked entry exists")
+    }
+
+    /// Takes the entry out if the token is still current.
+    pub fn remove(&mut self, token: Token) -> Option<(T, Wait)> {
+        let index = token.index();
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != token.generation() || slot.entry.is_none() {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.generation = (slot.generation + 1) & 0x7fff_ffff;
+        self.free.push(index as u32);
+        if entry.prev != NIL {
+            self.entry_mut(entry.prev).next = entry.next;
+        }
+        if entry.next != NIL {
+            self.entry_mut(entry.next).prev = entry.prev;
+        }
+        let q = &mut self.queues[entry.queue];
+        if q.head == index as u32 {
+            q.head = entry.next;
+        }
+        if q.tail == index as u32 {
+            q.tail = entry.prev;
+        }
+        q.len -= 1;
+        Some((entry.item, q.wait))
+    }
+
+    fn head_token(&self, q: &Queue) -> Option<(Token, Instant)> {
+        if q.head == NIL {
+            return None;
+        }
+        let slot = &self.slots[q.head as usize];
+        let e = slot.entry.as_ref().expect("queue head exists");
+        Some((Token::new(q.head, slot.generation), e.deadline))
+    }
+
+    /// The earliest deadline of any parked entry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.queues.iter().filter_map(|q| self.head_token(q).map(|(_, d)| d)).min()
+    }
+
+    /// Removes every entry whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) -> Vec<(T, Wait)> {
+        let mut out = Vec::new();
+        for qi in 0..self.queues.len() {
+            while let Some((token, deadline)) = self.head_token(&self.queues[qi]) {
+                if deadline > now {
+                    break;
+                }
+                out.extend(self.remove(token));
+            }
+        }
+        out
+    }
+
+    /// Removes every entry of one kind, oldest first (a stopping child closes
+    /// its idle keep-alive connections).
+    pub fn take_all(&mut self, wait: Wait) -> Vec<T> {
+        let mut out = Vec::new();
+        for qi in 0..self.queues.len() {
+            if self.queues[qi].wait != wait {
+                continue;
+            }
+            while let Some((token, _)) = self.head_token(&self.queues[qi]) {
+                out.extend(self.remove(token).map(|(item, _)| item));
+            }
+        }
+        out
+    }
+
+    pub fn count(&self, wait: Wait) -> usize {
+        self.queues.iter().filter(|q| q.wait == wait).map(|q| q.len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn expiry_is_per_queue_and_in_order() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        p.insert("ka1", Wait::KeepAlive, 5 * S, t0);
+        p.insert("wc", Wait::WriteCompletion, 60 * S, t0);
+        p.insert("ka2", Wait::KeepAlive, 5 * S, t0 + S);
+        p.insert("vhost-ka", Wait::KeepAlive, 2 * S, t0 + S);
+        assert_eq!(p.next_expiry(), Some(t0 + 3 * S));
+        assert_eq!(p.count(Wait::KeepAlive), 3);
+        assert_eq!(p.expire(t0 + 3 * S), vec![("vhost-ka", Wait::KeepAlive)]);
+        assert_eq!(p.next_expiry(), Some(t0 + 5 * S));
+        let mut got = p.expire(t0 + 6 * S);
+        got.sort();
+        assert_eq!(got, vec![("ka1", Wait::KeepAlive), ("ka2", Wait::KeepAlive)]);
+        assert_eq!(p.count(Wait::KeepAlive), 0);
+        assert_eq!(p.count(Wait::WriteCompletion), 1);
+    }
+
+    #[test]
+    fn remove_unlinks_anywhere_and_stale_tokens_miss() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        let a = p.insert(1, Wait::KeepAlive, S, t0);
+        let b = p.insert(2, Wait::KeepAlive, S, t0);
+        let c = p.insert(3, Wait::KeepAlive, S, t0);
+        assert_eq!(p.remove(b), Some((2, Wait::KeepAlive)));
+        assert_eq!(p.remove(b), None);
+        let d = p.insert(4, Wait::Linger, S, t0);
+        assert_ne!(d, b, "a reused slot gets a new generation");
+        assert_eq!(p.remove(b), None);
+        assert_eq!(p.remove(c), Some((3, Wait::KeepAlive)));
+        assert_eq!(p.remove(a), Some((1, Wait::KeepAlive)));
+        assert_eq!(p.count(Wait::KeepAlive), 0);
+        assert_eq!(p.take_all(Wait::Linger), vec![4]);
+        assert_eq!(p.next_expiry(), None);
+        assert!(d.0 <= Token::MAX);
+    }
+
+    #[test]
+    fn take_all_keeps_other_kinds() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        for i in 0..5 {
+            p.insert(i, if i % 2 == 0 { Wait::KeepAlive } else { Wait::Linger }, S, t0);
+        }
+        assert_eq!(p.take_all(Wait::KeepAlive), vec![0, 2, 4]);
+        assert_eq!(p.count(Wait::Linger), 2);
+    }
+}
