@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 /// Why a connection waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wait {
     /// Idle between requests, KeepAliveTimeout.
     KeepAlive,
