@@ -1,0 +1,861 @@
+//! Harness shared by the end-to-end tests: starts Debian's stock apache2 with
+//! the MPM under test loaded into a throw-away server root, and talks raw
+//! HTTP/1.1 to it over loopback.
+//!
+//! The MPM is `$MPM_MODULE` if set, else `build/mod_mpm_event_rs.so`; running
+//! with `MPM_MODULE=/usr/lib/apache2/modules/mod_mpm_event.so` tests the stock
+//! event MPM, which is the reference behaviour.
+
+// Every tests/e2e_*.rs binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const APACHE: &str = "/usr/sbin/apache2";
+const STOCK_MODULES: &str = "/usr/lib/apache2/modules";
+
+/// Read/write timeout of every client socket unless a test sets another.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Files generated into every DocumentRoot, with their URL paths.
+pub const SMALL_PATH: &str = "/small.txt";
+pub const SMALL_BODY: &[u8] = b"hello from the mpm e2e tests\n";
+pub const INDEX_BODY: &[u8] = b"<html><body>index</body></html>\n";
+pub const KIB_PATH: &str = "/1k.bin";
+pub const MIB10_PATH: &str = "/10m.bin";
+/// CGI that answers with the `sha256sum` of its request body.
+pub const SHA256_CGI_PATH: &str = "/cgi-bin/sha256";
+
+pub fn kib_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| pseudo_random_bytes(1024, 1))
+}
+
+pub fn mib10_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| pseudo_random_bytes(10 << 20, 2))
+}
+
+/// Deterministic incompressible content (xorshift64), so a byte-exact
+/// comparison catches truncation, reordering and duplication alike.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Hex SHA-256 of `data`, computed by coreutils like the CGI does.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sha256sum");
+    // sha256sum prints only after reading all input, so writing everything
+    // first cannot deadlock on a full stdout pipe.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data)
+        .expect("feed sha256sum");
+    let out = child.wait_with_output().expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    first_word(&out.stdout)
+}
+
+/// First whitespace-separated word of `text` (the digest in `sha256sum` output).
+pub fn first_word(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Compares a body without dumping megabytes into the failure message.
+#[track_caller]
+pub fn assert_body(actual: &[u8], expected: &[u8], what: &str) {
+    if actual != expected {
+        let first_diff = actual.iter().zip(expected).position(|(a, b)| a != b);
+        panic!(
+            "{what}: body differs: got {} bytes, expected {}, first differing byte at {:?}",
+            actual.len(),
+            expected.len(),
+            first_diff.unwrap_or(actual.len().min(expected.len()))
+        );
+    }
+}
+
+/// The MPM shared object under test.
+fn mpm_module() -> PathBuf {
+    let path = match std::env::var_os("MPM_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("build/mod_mpm_event_rs.so"),
+    };
+    assert!(
+        path.is_file(),
+        "MPM module {} not found: run `make` first (or set MPM_MODULE to a built module)",
+        path.display()
+    );
+    path
+}
+
+/// Stock modules the generated configuration loads. mod_unixd is only
+/// loaded when this apache2 build does not have it compiled in.
+fn stock_modules(cgi: bool) -> Vec<(&'static str, &'static str)> {
+    let mut modules = vec![
+        ("authz_core_module", "mod_authz_core.so"),
+        ("mime_module", "mod_mime.so"),
+        ("dir_module", "mod_dir.so"),
+        ("status_module", "mod_status.so"),
+        ("alias_module", "mod_alias.so"),
+    ];
+    if cgi {
+        modules.push(("cgid_module", "mod_cgid.so"));
+    }
+    if !unixd_compiled_in() {
+        modules.push(("unixd_module", "mod_unixd.so"));
+    }
+    modules
+}
+
+fn unixd_compiled_in() -> bool {
+    static COMPILED_IN: OnceLock<bool> = OnceLock::new();
+    *COMPILED_IN.get_or_init(|| {
+        let out = Command::new(APACHE)
+            .arg("-l")
+            .output()
+            .expect("run apache2 -l");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == "mod_unixd.c")
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// 1,000 client sockets in the test process plus as many in apache need more
+/// than the usual soft limit of 1,024 descriptors; apache inherits ours.
+fn raise_nofile_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: lim is a valid rlimit for both calls.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
+/// A free TCP port on `ip`, or None if `ip` cannot be bound (e.g. no IPv6).
+fn free_port(ip: &str) -> Option<u16> {
+    let listener = TcpListener::bind((ip, 0)).ok()?;
+    Some(listener.local_addr().ok()?.port())
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A fresh directory under /tmp that is removed on drop, unless the test is
+/// failing: then it stays for inspection and its path is printed.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = PathBuf::from(format!("/tmp/mpmrs-e2e-{}-{n}", std::process::id()));
+        // A leftover from an earlier run whose pid happened to be the same.
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        // Apache's children run as www-data when we are root.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("test failed: keeping {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Builds the configuration of one test server.
+pub struct ServerBuilder {
+    mpm: PathBuf,
+    log_level: String,
+    keep_alive_timeout: u32,
+    directives: String,
+    ipv6: bool,
+    cgi: bool,
+}
+
+pub fn server() -> ServerBuilder {
+    ServerBuilder {
+        // Resolved first, so a missing module fails before anything is created.
+        mpm: mpm_module(),
+        log_level: "warn".into(),
+        keep_alive_timeout: 5,
+        directives: String::new(),
+        ipv6: false,
+        cgi: true,
+    }
+}
+
+/// Outcome of `apache2 -t`.
+pub struct ConfigCheck {
+    pub success: bool,
+    /// stdout and stderr together.
+    pub output: String,
+}
+
+impl ServerBuilder {
+    /// LogLevel of the generated configuration (default `warn`); handy when
+    /// debugging a failing test.
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    pub fn keep_alive_timeout(mut self, secs: u32) -> Self {
+        self.keep_alive_timeout = secs;
+        self
+    }
+
+    /// Directives (MPM tuning etc.) appended after the generated defaults,
+    /// so they also override them.
+    pub fn directives(mut self, text: &str) -> Self {
+        self.directives.push_str(text);
+        self.directives.push('\n');
+        self
+    }
+
+    /// Also listen on [::1] if it can be bound (see `Server::addr6`).
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// Leaves mod_cgid out, so that every child of the parent is a worker process.
+    pub fn without_cgi(mut self) -> Self {
+        self.cgi = false;
+        self
+    }
+
+    /// Writes server root and configuration; returns the config path and ports.
+    fn prepare(&self, dir: &Path) -> (PathBuf, u16, Option<u16>) {
+        let port = free_port("127.0.0.1").expect("no free port on 127.0.0.1");
+        let port6 = if self.ipv6 { free_port("::1") } else { None };
+        let d = dir.display();
+
+        let htdocs = dir.join("htdocs");
+        let cgi_bin = dir.join("cgi-bin");
+        for sub in [&htdocs, &cgi_bin] {
+            fs::create_dir(sub).unwrap();
+            fs::set_permissions(sub, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        write_file(&htdocs.join("index.html"), INDEX_BODY, 0o644);
+        write_file(&htdocs.join(&SMALL_PATH[1..]), SMALL_BODY, 0o644);
+        write_file(&htdocs.join(&KIB_PATH[1..]), kib_body(), 0o644);
+        write_file(&htdocs.join(&MIB10_PATH[1..]), mib10_body(), 0o644);
+        write_file(
+            &cgi_bin.join("sha256"),
+            b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec sha256sum\n",
+            0o755,
+        );
+        // Our own types file keeps the test independent of /etc/mime.types.
+        write_file(
+            &dir.join("mime.types"),
+            b"text/html html\ntext/plain txt\napplication/octet-stream bin\n",
+            0o644,
+        );
+
+        let mut conf = format!(
+            "ServerRoot \"{d}\"\n\
+             Listen 127.0.0.1:{port}\n"
+        );
+        if let Some(p6) = port6 {
+            conf += &format!("Listen [::1]:{p6}\n");
+        }
+        conf += &format!(
+            "PidFile \"{d}/httpd.pid\"\n\
+             ErrorLog \"{d}/error_log\"\n\
+             LogLevel {level}\n\
+             DefaultRuntimeDir \"{d}\"\n\
+             Mutex file:{d} default\n\
+             ServerName 127.0.0.1\n",
+            level = self.log_level
+        );
+        if is_root() {
+            conf += "User www-data\nGroup www-data\n";
+        }
+        conf += &format!("LoadModule mpm_event_module \"{}\"\n", self.mpm.display());
+        for (name, file) in stock_modules(self.cgi) {
+            conf += &format!("LoadModule {name} \"{STOCK_MODULES}/{file}\"\n");
+        }
+        conf += &format!(
+            "TypesConfig \"{d}/mime.types\"\n\
+             DocumentRoot \"{d}/htdocs\"\n\
+             DirectoryIndex index.html\n\
+             <Directory \"{d}/htdocs\">\n    Require all granted\n</Directory>\n\
+             <Location /server-status>\n    SetHandler server-status\n    Require all granted\n</Location>\n\
+             ExtendedStatus On\n\
+             KeepAlive On\n\
+             MaxKeepAliveRequests 0\n\
+             KeepAliveTimeout {kat}\n",
+            kat = self.keep_alive_timeout
+        );
+        if self.cgi {
+            conf += &format!(
+                "ScriptSock \"{d}/cgisock\"\n\
+                 ScriptAlias /cgi-bin/ \"{d}/cgi-bin/\"\n\
+                 <Directory \"{d}/cgi-bin\">\n    Require all granted\n</Directory>\n"
+            );
+        }
+        conf += &self.directives;
+
+        let conf_path = dir.join("httpd.conf");
+        write_file(&conf_path, conf.as_bytes(), 0o644);
+        (conf_path, port, port6)
+    }
+
+    /// Runs `apache2 -t` on the configuration instead of starting a server.
+    pub fn config_test(self) -> ConfigCheck {
+        let dir = TempDir::new();
+        let (conf, _, _) = self.prepare(dir.path());
+        let out = Command::new(APACHE)
+            .arg("-t")
+            .arg("-f")
+            .arg(&conf)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .output()
+            .expect("run apache2 -t");
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output += &String::from_utf8_lossy(&out.stderr);
+        ConfigCheck {
+            success: out.status.success(),
+            output,
+        }
+    }
+
+    /// Starts apache in the foreground and waits until it accepts connections.
+    pub fn start(self) -> Server {
+        raise_nofile_limit();
+        let dir = TempDir::new();
+        let (conf, port, port6) = self.prepare(dir.path());
+        let console = fs::File::create(dir.path().join("console.log")).unwrap();
+        let child = Command::new(APACHE)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-DFOREGROUND")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            // Its own process group: lets Drop kill every apache process at
+            // once and keeps apache's group signals away from the test runner.
+            .process_group(0)
+            .spawn()
+            .expect("spawn apache2");
+        let server = Server {
+            port,
+            port6,
+            child,
+            dir,
+        };
+        server.wait_until_ready();
+        server
+    }
+}
+
+/// A running apache; stopped (and its process group killed) on drop.
+pub struct Server {
+    port: u16,
+    /// Set when `ipv6()` was requested and [::1] could be bound.
+    port6: Option<u16>,
+    child: Child,
+    // Dropped after `Server::drop` has run, i.e. after apache is gone.
+    dir: TempDir,
+}
+
+impl Server {
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if self.has_exited() {
+                panic!("apache exited during startup:\n{}", self.diagnostics());
+            }
+            if self.pid_file().exists()
+                && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok()
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "apache not ready within {STARTUP_TIMEOUT:?}:\n{}",
+                    self.diagnostics()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "--- console ---\n{}\n--- last 30 lines of {} ---\n{}",
+            tail(&self.dir.path().join("console.log"), 30),
+            self.error_log_path().display(),
+            tail(&self.error_log_path(), 30)
+        )
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn addr6(&self) -> Option<SocketAddr> {
+        self.port6
+            .map(|p| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p)))
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("httpd.pid")
+    }
+
+    fn error_log_path(&self) -> PathBuf {
+        self.dir.path().join("error_log")
+    }
+
+    /// The parent process: with -DFOREGROUND it is the process we spawned.
+    pub fn parent(&self) -> Process {
+        Process::new(self.child.id() as i32).expect("apache parent not running")
+    }
+
+    /// Current children of the parent (worker processes and, with CGI, the cgid daemon).
+    pub fn children(&self) -> Vec<Process> {
+        children_of(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain syscall; the pid is our unreaped child, so it cannot
+        // have been reused by another process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Whether the parent has exited. It is not reaped (WNOWAIT), so its pid,
+    /// which is also our process group id, stays reserved until `Drop`.
+    pub fn has_exited(&self) -> bool {
+        // SAFETY: siginfo_t is plain data; waitid only writes into it.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            rc == 0 && info.si_pid() != 0
+        }
+    }
+
+    /// Waits (bounded) for the parent to exit.
+    fn wait_exit(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.has_exited())
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(self.addr()).unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr()))
+    }
+
+    /// A connection that has completed one request and now idles in keep-alive.
+    pub fn idle_connection(&self) -> Conn {
+        let mut conn = self.connect();
+        let resp = conn
+            .get(SMALL_PATH)
+            .unwrap_or_else(|e| panic!("first request on a new connection: {e}"));
+        assert_eq!(resp.status, 200, "first request on a new connection");
+        conn
+    }
+
+    /// One GET on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        self.connect()
+            .get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `/server-status?auto` parsed into its `Key: value` lines.
+    pub fn server_status_auto(&self) -> io::Result<HashMap<String, String>> {
+        let resp = Conn::connect(self.addr())?.get("/server-status?auto")?;
+        if resp.status != 200 {
+            return Err(io::Error::other(format!(
+                "server-status answered {}",
+                resp.status
+            )));
+        }
+        Ok(String::from_utf8_lossy(&resp.body)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        if !self.has_exited() {
+            self.signal(libc::SIGTERM);
+            if let Some(file_pid) = fs::read_to_string(self.pid_file())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                && file_pid != pid
+                && file_pid > 0
+            {
+                // SAFETY: plain syscall on the pid apache wrote into our own pid file.
+                unsafe { libc::kill(file_pid, libc::SIGTERM) };
+            }
+            self.wait_exit(SHUTDOWN_TIMEOUT);
+        }
+        // Kill whatever is left of the group (a hung parent, orphaned children)
+        // while the unreaped parent still reserves the group id, then reap it.
+        // SAFETY: plain syscall on the process group we created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process identified by pid and start time, so that a recycled pid is
+/// not mistaken for the original process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Process {
+    pub pid: i32,
+    start_time: u64,
+}
+
+struct Stat {
+    state: char,
+    ppid: i32,
+    start_time: u64,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields after it don't.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+impl Process {
+    pub fn new(pid: i32) -> Option<Process> {
+        read_stat(pid).map(|s| Process {
+            pid,
+            start_time: s.start_time,
+        })
+    }
+
+    /// Still exists and has not exited (a zombie has exited: it only waits to be reaped).
+    pub fn is_running(&self) -> bool {
+        read_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && s.state != 'Z')
+    }
+}
+
+/// Live children of `ppid`, found by scanning /proc.
+fn children_of(ppid: i32) -> Vec<Process> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = read_stat(pid)?;
+            (stat.ppid == ppid && stat.state != 'Z').then_some(Process {
+                pid,
+                start_time: stat.start_time,
+            })
+        })
+        .collect()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` as sent by `Conn::get`, for tests that assemble their own writes.
+pub fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: e2e.test\r\n\r\n")
+}
+
+/// A raw HTTP/1.1 client connection; responses are read in order, so
+/// keep-alive reuse and pipelining work naturally. After an I/O error in
+/// the middle of a response the connection is not usable any more.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                io::Error::new(e.kind(), ClosedBeforeResponse)
+            }
+            _ => e,
+        })
+    }
+
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(get_request(path).as_bytes())?;
+        self.read_response()
+    }
+
+    pub fn post(&mut self, path: &str, body: &[u8]) -> io::Result<Response> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: e2e.test\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.send(head.as_bytes())?;
+        self.send(body)?;
+        self.read_response()
+    }
+
+    /// Reads more bytes into the buffer; EOF is an error here.
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// Removes and returns everything up to and including the first `delim`.
+    fn take_through(&mut self, delim: &[u8]) -> io::Result<Vec<u8>> {
+        let mut searched = 0;
+        loop {
+            if let Some(pos) = self.buf[searched..]
+                .windows(delim.len())
+                .position(|w| w == delim)
+            {
+                let end = searched + pos + delim.len();
+                return Ok(self.buf.drain(..end).collect());
+            }
+            searched = self.buf.len().saturating_sub(delim.len() - 1);
+            self.fill()?;
+        }
+    }
+
+    fn take_exact(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        let from_buf = len.min(self.buf.len());
+        let mut out: Vec<u8> = self.buf.drain(..from_buf).collect();
+        let start = out.len();
+        out.resize(len, 0);
+        self.stream.read_exact(&mut out[start..])?;
+        Ok(out)
+    }
+
+    /// Reads one complete response (Content-Length, chunked or close-delimited).
+    /// A timeout before the first byte leaves the connection usable.
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        let head = self.take_through(b"\r\n\r\n").map_err(|e| {
+            let closed = matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            );
+            if closed && self.buf.is_empty() {
+                io::Error::new(e.kind(), ClosedBeforeResponse)
+            } else {
+                e
+            }
+        })?;
+        let head = String::from_utf8_lossy(&head);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+
+        if status < 200 || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .header("Transfer-Encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            loop {
+                let size_line = self.take_through(b"\r\n")?;
+                let size_text = String::from_utf8_lossy(&size_line);
+                let size_hex = size_text.trim().split(';').next().unwrap_or_default();
+                let size = usize::from_str_radix(size_hex, 16)
+                    .map_err(|_| io::Error::other(format!("bad chunk size line {size_text:?}")))?;
+                if size == 0 {
+                    // Skip trailers up to the empty line.
+                    while self.take_through(b"\r\n")?.len() > 2 {}
+                    break;
+                }
+                resp.body.extend(self.take_exact(size)?);
+                self.take_exact(2)?;
+            }
+        } else if let Some(len) = resp.header("Content-Length") {
+            let len = len
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad Content-Length {len:?}")))?;
+            resp.body = self.take_exact(len)?;
+        } else {
+            resp.body = std::mem::take(&mut self.buf);
+            self.stream.read_to_end(&mut resp.body)?;
+        }
+        Ok(resp)
+    }
+
+    /// Waits for the server to close the connection; returns how long that took.
+    /// Fails on received data or if nothing happens within `timeout`.
+    pub fn wait_for_close(&mut self, timeout: Duration) -> io::Result<Duration> {
+        let start = Instant::now();
+        self.set_read_timeout(timeout);
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => Ok(start.elapsed()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(start.elapsed()),
+            Ok(_) => Err(io::Error::other("unexpected data on idle connection")),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The server closed the connection before sending any byte of the response.
+#[derive(Debug)]
+struct ClosedBeforeResponse;
+
+impl std::fmt::Display for ClosedBeforeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed by the server before any response byte")
+    }
+}
+
+impl std::error::Error for ClosedBeforeResponse {}
+
+pub fn is_closed_before_response(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<ClosedBeforeResponse>())
+}
+
+/// True if `err` is a read timeout (std reports either kind depending on the platform).
+pub fn is_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
