@@ -32,6 +32,10 @@ command_rec event_rs_cmds[] = {
                   RSRC_CONF,
                   "How many additional connects will be accepted per idle "
                   "worker thread"),
+    AP_INIT_FLAG("AsyncRequestHead", event_rs_set_async_request_head, NULL,
+                 RSRC_CONF,
+                 "On (default): a connection waits in the listener, not in a "
+                 "worker thread, until its HTTP/1.x request head is complete"),
     AP_GRACEFUL_SHUTDOWN_TIMEOUT_COMMAND,
     {NULL}
 };

@@ -14,6 +14,8 @@
 const char *event_rs_set_number(cmd_parms *cmd, void *dummy, const char *arg);
 const char *event_rs_set_worker_factor(cmd_parms *cmd, void *dummy,
                                        const char *arg);
+/* AsyncRequestHead On|Off (ours; stock has no such directive). */
+const char *event_rs_set_async_request_head(cmd_parms *cmd, void *dummy, int on);
 
 /* The directive table (C, apache-glue/commands.c): it needs httpd's
  * LISTEN_COMMANDS and AP_INIT_* macros, which bindgen cannot expand. */

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, MpmConfig};
-use crate::connection::{self, Conn, Task, Worker};
-use crate::ffi::httpd::{self, PodSignal, Thread};
+use crate::connection::{self, Callback, Conn, Task, Waiting, Worker};
+use crate::ffi::httpd::{self, Thread};
 use crate::ffi::pool::{Pool, PoolRef};
 use crate::ffi::socket::{self, Listener};
 use crate::ffi::{guard, log, score, sys};
@@ -18,7 +18,7 @@ use crate::parent::{self, Bucket};
 use crate::poller::{Interest, Poller};
 use crate::queue::{Popped, WorkQueue};
 use crate::retained;
-use crate::timers::{Parked, Wait};
+use crate::timers::{Parked, Schedule, Wait};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -39,7 +39,11 @@ pub struct Runtime {
     pub pid: libc::pid_t,
     pub poller: Poller,
     pub queue: WorkQueue<Task>,
-    pub parked: Mutex<Parked<Box<Conn>>>,
+    pub parked: Mutex<Parked<Waiting>>,
+    /// Connections a module suspended (CONN_STATE_SUSPENDED).
+    suspended: Mutex<Vec<Box<Conn>>>,
+    /// Timed callbacks registered by modules.
+    pub schedule: Mutex<Schedule<Callback>>,
     pub connections: AtomicU32,
     pub lingering: AtomicU32,
     /// The listener stopped accepting because of the AsyncRequestWorkerFactor
@@ -57,6 +61,9 @@ pub struct Runtime {
     worker_fds: Vec<AtomicI32>,
     /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
     pub conns_left: AtomicI32,
+    /// AsyncRequestHead, and how many bytes of a head to look at at most.
+    pub async_head: bool,
+    pub head_cap: usize,
 }
 
 // SAFETY: PoolRef (pconf) is used only to create subpools, which APR allows
@@ -119,11 +126,17 @@ impl Runtime {
         self.lingering.fetch_add(1, Ordering::AcqRel);
     }
 
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        self.publish_now();
+    }
+
     pub fn connection_closed(&self, lingering: bool) {
         if lingering {
             self.lingering.fetch_sub(1, Ordering::AcqRel);
         }
         let left = self.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.publish_now();
         if (left == 0 && self.stopping()) || self.accept_paused.load(Ordering::Acquire) {
             self.poller.wake();
         }
@@ -132,26 +145,75 @@ impl Runtime {
     /// Parks a connection in the pollset with a deadline. Arming happens
     /// under the parked-set lock so that the listener, which alone removes
     /// entries, can never take the connection before it is armed.
-    pub fn park(&self, mut conn: Box<Conn>, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
-        let fd = conn.fd();
-        let registered = conn.mark_registered();
+    pub fn park(&self, mut item: Waiting, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
+        let fd = item.fd();
+        let registered = item.mark_registered();
         let deadline = since + timeout;
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let token = parked.insert(conn, wait, timeout, since);
+        let token = parked.insert(item, wait, timeout, since);
         if let Err(e) = self.poller.arm(fd, token, interest, registered) {
-            let conn = parked.remove(token).map(|(c, _)| c);
+            let item = parked.remove(token).map(|(c, _, _)| c);
             drop(parked);
             log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "AH03093: pollset add failure, closing connection");
-            if let Some(conn) = conn {
-                conn.close(self);
+            match item {
+                Some(Waiting::Conn(c)) => c.close(self),
+                Some(Waiting::New(n)) => n.close(self),
+                None => {}
             }
             return;
         }
+        self.publish(&parked);
         drop(parked);
+        self.wake_for(deadline);
+    }
+
+    /// Wakes the listener if it sleeps past `deadline`.
+    fn wake_for(&self, deadline: Instant) {
         let at = deadline.saturating_duration_since(self.epoch).as_nanos() as u64;
         if at < self.next_wakeup.load(Ordering::Acquire) {
             self.poller.wake();
         }
+    }
+
+    pub fn suspend(&self, conn: Box<Conn>) {
+        let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        s.push(conn);
+        score::set_suspended(self.slot, s.len() as u32);
+    }
+
+    /// Suspended connections that a module has moved on since.
+    pub fn take_unsuspended(&self) -> Vec<Box<Conn>> {
+        let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, still): (Vec<_>, Vec<_>) = s.drain(..).partition(|c| !c.still_suspended());
+        *s = still;
+        score::set_suspended(self.slot, s.len() as u32);
+        done
+    }
+
+    /// `ap_mpm_register_timed_callback`: runs `cb` on a worker after `delay`.
+    pub fn register_callback(&self, delay: Duration, cb: Callback) {
+        let at = Instant::now() + delay;
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner()).push(at, cb);
+        self.wake_for(at);
+    }
+
+    /// Publishes the per-process connection counters to the scoreboard, so
+    /// that mod_status (and the parent's choice of a child to retire) always
+    /// sees current numbers. Called with the parked set locked.
+    pub fn publish(&self, parked: &Parked<Waiting>) {
+        score::set_counters(self.slot, score::ProcessCounters {
+            connections: self.connections.load(Ordering::Acquire),
+            write_completion: parked.count(Wait::WriteCompletion) as u32,
+            lingering_close: self.lingering.load(Ordering::Acquire),
+            keep_alive: (parked.count(Wait::KeepAlive) + parked.count(Wait::Head)) as u32,
+            wait_io: parked.count(Wait::WaitIo) as u32,
+        });
+    }
+
+    /// Publishes after a change that did not touch the parked set.
+    pub fn publish_now(&self) {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.publish(&parked);
     }
 
     /// Stock's connections_above_limit: accept no more while open
@@ -172,18 +234,6 @@ impl Runtime {
         conns > lingering && conns - lingering >= limit
     }
 
-    /// Counters for the scoreboard (mod_status's async connection table).
-    pub fn counters(&self) -> score::ProcessCounters {
-        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        score::ProcessCounters {
-            connections: self.connections.load(Ordering::Acquire),
-            write_completion: parked.count(Wait::WriteCompletion) as u32,
-            lingering_close: self.lingering.load(Ordering::Acquire),
-            keep_alive: parked.count(Wait::KeepAlive) as u32,
-            suspended: 0,
-            wait_io: parked.count(Wait::WaitIo) as u32,
-        }
-    }
 }
 
 /// Per-thread start argument.
@@ -191,6 +241,7 @@ struct ThreadArg {
     rt: Arc<Runtime>,
     index: usize,
     listeners: Vec<Listener>,
+    pod: Option<httpd::Pod>,
 }
 
 unsafe extern "C" fn worker_main(thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
@@ -203,7 +254,7 @@ unsafe extern "C" fn worker_main(thd: *mut sys::apr_thread_t, arg: *mut c_void) 
 unsafe extern "C" fn listener_main(_thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
     // SAFETY: as in worker_main.
     let arg = unsafe { Box::from_raw(arg.cast::<ThreadArg>()) };
-    guard::guard_child_thread(|| listener::run(&arg.rt, &arg.listeners));
+    guard::guard_child_thread(|| listener::run(&arg.rt, &arg.listeners, arg.pod));
     std::ptr::null_mut()
 }
 
@@ -241,8 +292,9 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             continue;
         }
         let fd: RawFd = match &task {
-            Task::New(s, _) => s.fd(),
+            Task::New(n) => n.sock.fd(),
             Task::Resume(c) | Task::Shutdown(c) => c.fd(),
+            Task::Callback(_) => -1,
         };
         rt.worker_fds[index].store(fd, Ordering::Release);
         connection::serve(rt, &w, task);
@@ -259,7 +311,38 @@ pub fn runtime() -> Option<Arc<Runtime>> {
     RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-unsafe extern "C" fn wake_main(_sig: i32) {}
+/// A stop asked for by signal: 0 none, else a `Mode`. Signal handlers can
+/// only store atomics and write to the listener's eventfd.
+static SIGNALLED: AtomicU8 = AtomicU8::new(0);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn signalled(mode: Mode) {
+    SIGNALLED.fetch_max(mode as u8, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    let one: u64 = 1;
+    // SAFETY: write(2) is async-signal-safe; 8 bytes from a valid u64.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// SIGTERM (the parent giving up on a graceful stop): stop now.
+unsafe extern "C" fn on_sigterm(_sig: i32) {
+    signalled(Mode::Ungraceful);
+}
+
+/// SIGUSR1 (the parent retiring this child, chosen for having the fewest
+/// connections): stop gracefully.
+unsafe extern "C" fn on_sigusr1(_sig: i32) {
+    signalled(Mode::Graceful);
+}
+
+/// The stop a signal asked for, if any (read by the listener when woken).
+pub fn signalled_stop() -> Option<Mode> {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        1 => Some(Mode::Graceful),
+        2 => Some(Mode::Ungraceful),
+        _ => None,
+    }
+}
 
 unsafe extern "C" fn just_die(_sig: i32) {
     // SAFETY: ends the process at once, as stock's just_die does.
@@ -332,6 +415,8 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         poller,
         queue: WorkQueue::default(),
         parked: Mutex::new(Parked::default()),
+        suspended: Mutex::new(Vec::new()),
+        schedule: Mutex::new(Schedule::default()),
         connections: AtomicU32::new(0),
         lingering: AtomicU32::new(0),
         accept_paused: AtomicBool::new(false),
@@ -342,47 +427,44 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         pconf,
         worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
         conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
+        async_head: cfg.async_request_head,
+        head_cap: httpd::request_head_cap(),
     });
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&rt));
 
     let mut threads = Vec::new();
     for index in 0..cfg.threads_per_child as usize {
-        let arg = ThreadArg { rt: Arc::clone(&rt), index, listeners: Vec::new() };
+        let arg = ThreadArg { rt: Arc::clone(&rt), index, listeners: Vec::new(), pod: None };
         match spawn_thread(&pchild, worker_main, arg) {
             Some(t) => threads.push(t),
             None => exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None),
         }
     }
-    let arg = ThreadArg { rt: Arc::clone(&rt), index: 0, listeners: my.listeners.clone() };
+    SIGNALLED.store(0, Ordering::SeqCst);
+    WAKE_FD.store(rt.poller.waker_fd(), Ordering::SeqCst);
+    let arg = ThreadArg { rt: Arc::clone(&rt), index: 0, listeners: my.listeners.clone(), pod: my.pod };
     let Some(listener) = spawn_thread(&pchild, listener_main, arg) else {
         rt.stop(Mode::Ungraceful);
         exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
     };
     retained::mpm().mpm_state = sys::AP_MPMQ_RUNNING as i32;
 
-    let mode = if one {
+    if one {
         httpd::wait_for_stop_signal(one_process_signal);
-        Mode::Ungraceful
+        rt.stop(Mode::Ungraceful);
     } else {
-        // The listener wakes this thread with SIGTERM when the child stops
-        // by itself (MaxConnectionsPerChild, fatal errors).
-        httpd::set_signal(libc::SIGTERM, wake_main);
+        // The listener watches the pipe of death; this thread only takes
+        // the signals the parent may send.
+        httpd::set_signal(libc::SIGTERM, on_sigterm);
+        httpd::set_signal(libc::SIGUSR1, on_sigusr1);
         httpd::unblock_signal(libc::SIGTERM);
-        let pod = my.pod.expect("a pod per bucket");
-        loop {
-            match pod.check() {
-                PodSignal::Graceful => break Mode::Graceful,
-                PodSignal::Restart => break Mode::Ungraceful,
-                PodSignal::None if rt.stopping() => break rt.mode(),
-                PodSignal::None => {}
-            }
-        }
-    };
-    rt.stop(mode);
+        httpd::unblock_signal(libc::SIGUSR1);
+    }
     listener.join();
     for t in threads {
         t.join();
     }
+    let mode = rt.mode();
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = None;
     exit_child(pchild, 0, Some(mode == Mode::Graceful));
 }

@@ -22,6 +22,9 @@ pub struct MpmConfig {
     pub worker_factor: u32,
     /// MaxRequestWorkers / ThreadsPerChild, derived by `check`.
     pub active_daemons_limit: i32,
+    /// AsyncRequestHead: wait in the pollset, not in a worker, until an
+    /// HTTP/1.x request head is complete.
+    pub async_request_head: bool,
 }
 
 impl Default for MpmConfig {
@@ -38,6 +41,7 @@ impl Default for MpmConfig {
             thread_limit: 64,
             worker_factor: 2 * WORKER_FACTOR_SCALE,
             active_daemons_limit: server_limit,
+            async_request_head: true,
         }
     }
 }
@@ -252,6 +256,7 @@ pub static CURRENT: Mutex<MpmConfig> = Mutex::new(MpmConfig {
     thread_limit: 64,
     worker_factor: 2 * WORKER_FACTOR_SCALE,
     active_daemons_limit: 16,
+    async_request_head: true,
 });
 
 /// A copy of the configuration in force.

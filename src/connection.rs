@@ -12,6 +12,7 @@ use crate::ffi::pool::Pool;
 use crate::ffi::socket::{self, ClientSocket};
 use crate::ffi::{log, score, sys};
 use crate::poller::Interest;
+use crate::head;
 use crate::timers::Wait;
 
 use sys::conn_state_e_CONN_STATE_ASYNC_WAITIO as ASYNC_WAITIO;
@@ -30,13 +31,62 @@ const LINGER_SHORT_TIME: Duration = Duration::from_secs(2);
 
 /// Work for a worker thread.
 pub enum Task {
-    /// A just-accepted socket and the transaction pool it lives in.
-    New(ClientSocket, Pool),
+    /// A just-accepted socket, before httpd has a conn_rec for it.
+    New(NewSocket),
     /// A parked connection that became ready.
     Resume(Box<Conn>),
     /// A parked connection to end (timeout, child stopping): lingering
     /// close, which runs modules' pre_close hooks, hence on a worker.
     Shutdown(Box<Conn>),
+    /// A timed callback a module registered.
+    Callback(Callback),
+}
+
+/// A module's timed callback and its argument.
+pub struct Callback {
+    pub func: unsafe extern "C" fn(*mut std::ffi::c_void),
+    pub baton: crate::ffi::SendPtr<std::ffi::c_void>,
+}
+
+/// An accepted socket and the transaction pool it lives in.
+pub struct NewSocket {
+    pub sock: ClientSocket,
+    pub pool: Pool,
+    /// Known to epoll already (it waited there for its request head).
+    pub registered: bool,
+}
+
+impl NewSocket {
+    /// Closes a socket that never became a connection.
+    pub fn close(self, rt: &Runtime) {
+        self.sock.close();
+        rt.connection_closed(false);
+        rt.recycle(self.pool);
+    }
+}
+
+/// What can wait in the listener's pollset.
+pub enum Waiting {
+    Conn(Box<Conn>),
+    New(NewSocket),
+}
+
+impl Waiting {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Waiting::Conn(c) => c.fd,
+            Waiting::New(n) => n.sock.fd(),
+        }
+    }
+
+    /// Marks the fd as known to epoll; returns whether it already was.
+    pub fn mark_registered(&mut self) -> bool {
+        let flag = match self {
+            Waiting::Conn(c) => &mut c.registered,
+            Waiting::New(n) => &mut n.registered,
+        };
+        std::mem::replace(flag, true)
+    }
 }
 
 /// Who runs a connection now: a worker thread and its scoreboard slot.
@@ -78,7 +128,8 @@ fn usecs(t: i64) -> Duration {
 }
 
 impl Conn {
-    fn open(rt: &Runtime, w: &Worker, sock: ClientSocket, pool: Pool) -> Option<Box<Conn>> {
+    fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
+        let NewSocket { sock, pool, registered } = new;
         let parts = httpd::connection_parts(&pool, w.slot, w.index);
         let Some(c) = Connection::create(&pool, sock, w.conn_id, &parts) else {
             rt.connection_closed(false);
@@ -97,7 +148,7 @@ impl Conn {
             sbh: parts.sbh,
             ka_timeout: AtomicI64::new(ka),
             io_timeout: AtomicI64::new(io),
-            registered: false,
+            registered,
             linger_since: None,
             pool,
         });
@@ -157,11 +208,6 @@ impl Conn {
         self.io_timeout.store(io, Ordering::Relaxed);
     }
 
-    /// Marks the fd as known to epoll; returns whether it already was.
-    pub fn mark_registered(&mut self) -> bool {
-        std::mem::replace(&mut self.registered, true)
-    }
-
     /// Closes the socket and gives the pool back for the next connection.
     /// The pool is cleared (running modules' cleanups, which may look at
     /// `c->cs`) while this Conn still exists.
@@ -182,15 +228,38 @@ impl Conn {
 
     fn park(self: Box<Self>, rt: &Runtime, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
         self.c.suspend();
-        rt.park(self, wait, timeout, since, interest);
+        rt.park(Waiting::Conn(self), wait, timeout, since, interest);
+    }
+
+    /// SUSPENDED: a module owns the connection until one of its timed
+    /// callbacks moves it on; it waits in the runtime's suspended set.
+    fn suspend(self: Box<Self>, rt: &Runtime) {
+        self.c.suspend();
+        rt.suspend(self);
+    }
+
+    /// Whether a module moved a suspended connection on. Read from another
+    /// thread than the one that wrote it (a callback's), hence volatile.
+    pub fn still_suspended(&self) -> bool {
+        // SAFETY: cs is ours; a racing write is an aligned int store.
+        unsafe { std::ptr::addr_of!((*self.cs.get()).state).read_volatile() == SUSPENDED }
     }
 }
 
 /// Runs one task on a worker thread.
 pub fn serve(rt: &Runtime, w: &Worker, task: Task) {
     match task {
-        Task::New(sock, pool) => {
-            if let Some(conn) = Conn::open(rt, w, sock, pool) {
+        Task::New(new) => {
+            if let Some(conn) = Conn::open(rt, w, new) {
+                advance(rt, conn);
+            }
+        }
+        Task::Callback(cb) => {
+            // SAFETY: the module registered this function with this argument.
+            unsafe { (cb.func)(cb.baton.0) };
+            // The callback may have finished a suspended connection.
+            for conn in rt.take_unsuspended() {
+                conn.resume(w);
                 advance(rt, conn);
             }
         }
@@ -250,14 +319,8 @@ fn advance(rt: &Runtime, conn: Box<Conn>) {
                 let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
                 return conn.park(rt, Wait::KeepAlive, t, Instant::now(), Interest::Read);
             }
-            _ => {
-                // SUSPENDED needs timed callbacks to ever resume, which this
-                // MPM does not offer yet: close rather than leak it.
-                if state == SUSPENDED {
-                    log::error(sys::APLOG_DEBUG, 0, "suspended connection closed: no resume mechanism");
-                }
-                conn.set_state(LINGER);
-            }
+            SUSPENDED => return conn.suspend(rt),
+            _ => conn.set_state(LINGER),
         }
     }
 }
@@ -317,22 +380,82 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
             let t = if conn.state() == LINGER_SHORT { LINGER_SHORT_TIME } else { LINGER_NORMAL_TIME };
             let since = conn.linger_since.unwrap_or_else(Instant::now);
             // Parked directly: the connection is already suspended.
-            rt.park(conn, Wait::Linger, t, since, Interest::Read);
+            rt.park(Waiting::Conn(conn), Wait::Linger, t, since, Interest::Read);
         }
         _ => conn.close(rt),
     }
 }
 
-/// A parked connection's event fired (on the listener thread).
-pub fn ready(rt: &Runtime, conn: Box<Conn>, wait: Wait) {
+/// A parked connection's event fired (on the listener thread). `peek` is
+/// the listener's buffer for looking at request heads, `None` when the
+/// admin turned that off (AsyncRequestHead Off).
+pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) {
+    let conn = match item {
+        Waiting::New(new) => {
+            match peek.map(|buf| look(new.sock.fd(), buf)) {
+                Some(Look::Wait) => {
+                    let t = usecs(httpd::server_timeouts().1);
+                    rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
+                }
+                Some(Look::Closed) => new.close(rt),
+                _ => rt.queue.push(Task::New(new)),
+            }
+            return;
+        }
+        Waiting::Conn(conn) => conn,
+    };
     match wait {
         Wait::Linger => linger(rt, conn),
-        Wait::KeepAlive | Wait::WaitIo => {
+        Wait::KeepAlive | Wait::Head => {
+            if let Some(Look::Wait) = peek.map(|buf| look(conn.fd, buf)) {
+                // Bytes of a head have come: from now on it is Timeout that
+                // bounds the wait, counted from the first of them.
+                let since = if wait == Wait::Head { since } else { Instant::now() };
+                let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                return rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
+            }
+            conn.set_state(PROCESSING);
+            rt.queue.push(Task::Resume(conn));
+        }
+        Wait::WaitIo => {
             conn.set_state(PROCESSING);
             rt.queue.push(Task::Resume(conn));
         }
         Wait::WriteCompletion => rt.queue.push(Task::Resume(conn)),
     }
+}
+
+/// A parked connection's deadline passed (on the listener thread).
+pub fn expired(rt: &Runtime, item: Waiting, wait: Wait) {
+    match (item, wait) {
+        (Waiting::New(new), _) => new.close(rt),
+        (Waiting::Conn(conn), Wait::Linger) => conn.close(rt),
+        (Waiting::Conn(conn), _) => rt.queue.push(Task::Shutdown(conn)),
+    }
+}
+
+enum Look {
+    Go,
+    Wait,
+    Closed,
+}
+
+/// Peeks at what the client sent (nothing is consumed).
+fn look(fd: RawFd, buf: &mut [u8]) -> Look {
+    match socket::peek(fd, buf) {
+        Ok(0) => Look::Closed,
+        Ok(n) if head::scan(&buf[..n], buf.len()) == head::Head::Partial => Look::Wait,
+        Ok(_) => Look::Go,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Look::Wait,
+        // Let the worker meet the error where httpd reports it.
+        Err(_) => Look::Go,
+    }
+}
+
+/// Whether a just-accepted socket may go to a worker now, or waits in the
+/// pollset for its request head.
+pub fn accepted(rt: &Runtime, new: NewSocket, peek: Option<&mut [u8]>) {
+    ready(rt, Waiting::New(new), Wait::Head, Instant::now(), peek);
 }
 
 /// httpd's post_read_request hook: the request's virtual host decides the
@@ -346,6 +469,17 @@ pub fn post_read_request(r: *mut sys::request_rec) {
     let (ka, io) = httpd::request_timeouts(r);
     // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
     // its request runs; set_timeouts only touches atomics.
+    unsafe { (*me).set_timeouts(ka, io) };
+}
+
+/// A connection switched protocol without a request: take `s`'s timeouts.
+pub fn switch_server(c: Connection, s: *mut sys::server_rec) {
+    let me = c.mpm_data().cast::<Conn>();
+    if me.is_null() {
+        return;
+    }
+    let (ka, io) = httpd::timeouts_of(s);
+    // SAFETY: as in post_read_request.
     unsafe { (*me).set_timeouts(ka, io) };
 }
 

@@ -34,6 +34,8 @@ pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
             sys::ap_hook_mpm_get_name(Some(mpm_get_name), ptr::null(), ptr::null(), middle);
             sys::ap_hook_post_read_request(Some(post_read_request), ptr::null(), ptr::null(), middle);
             sys::ap_hook_pre_connection(Some(pre_connection), ptr::null(), ptr::null(), really_first);
+            sys::ap_hook_protocol_switch(Some(protocol_switch), ptr::null(), ptr::null(), really_first);
+            sys::ap_hook_mpm_register_timed_callback(Some(register_timed_callback), ptr::null(), ptr::null(), middle);
         }
     });
 }
@@ -179,6 +181,31 @@ unsafe extern "C" fn pre_connection(c: *mut sys::conn_rec, _csd: *mut std::ffi::
     })
 }
 
+unsafe extern "C" fn protocol_switch(c: *mut sys::conn_rec, r: *mut sys::request_rec, s: *mut sys::server_rec, _protocol: *const c_char) -> i32 {
+    guard(DECLINED, || {
+        // A switch without a request (e.g. ALPN h2): the new protocol's
+        // server decides the timeouts, as no post_read_request will.
+        if r.is_null() {
+            // SAFETY: httpd passes the live connection and server.
+            if let (Some(c), false) = (unsafe { Connection::from_raw(c) }, s.is_null()) {
+                connection::switch_server(c, s);
+            }
+        }
+        DECLINED
+    })
+}
+
+unsafe extern "C" fn register_timed_callback(t: sys::apr_time_t, cbfn: sys::ap_mpm_callback_fn_t, baton: *mut std::ffi::c_void) -> sys::apr_status_t {
+    guard(sys::APR_EGENERAL as i32, || {
+        let (Some(rt), Some(func)) = (crate::child::runtime(), cbfn) else {
+            return sys::APR_ENOTIMPL as i32;
+        };
+        let delay = std::time::Duration::from_micros(t.max(0) as u64);
+        rt.register_callback(delay, connection::Callback { func, baton: crate::ffi::SendPtr(baton) });
+        0
+    })
+}
+
 /// Shared by the directive setters: context check, then the setter's body.
 fn directive(cmd: *mut sys::cmd_parms, arg: *const c_char, set: impl FnOnce(&str, &str) -> Result<(), String>) -> *const c_char {
     guard(c"mod_mpm_event_rs: internal error reading directive".as_ptr(), || {
@@ -204,6 +231,14 @@ pub unsafe extern "C" fn event_rs_set_number(cmd: *mut sys::cmd_parms, _dummy: *
             log::startup(sys::APLOG_INFO, "AH00521: MaxClients is deprecated, use MaxRequestWorkers instead.");
         }
         config::update(|c| c.set(d, v));
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn event_rs_set_async_request_head(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, on: i32) -> *const c_char {
+    directive(cmd, ptr::null(), |_, _| {
+        config::update(|c| c.async_request_head = on != 0);
         Ok(())
     })
 }

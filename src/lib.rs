@@ -4,7 +4,7 @@
 //! function httpd calls; `ffi` every call the other way. Between them, plain
 //! Rust: `parent` (process management), `child` (a child's threads),
 //! `listener` (accept and pollset loop), `connection` (the connection state
-//! machine), `poller` (epoll), `queue` (worker dispatch), `timers` (timeout
+//! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `timers` (timeout
 //! queues), `config` (directives), `retained` (state across restarts).
 
 pub mod child;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod entry;
 pub mod ffi;
+pub mod head;
 pub mod listener;
 pub mod module;
 pub mod parent;

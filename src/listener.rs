@@ -1,19 +1,23 @@
-//! The listener thread: accepts connections, watches parked ones, enforces
-//! their deadlines, and hands ready work to the workers. It never waits for
-//! a worker, so timeouts keep running however busy the workers are.
+//! The listener thread: accepts connections, watches parked ones and the
+//! pipe of death, enforces deadlines, fires timed callbacks, and hands ready
+//! work to the workers. It never waits for a worker, so timeouts and timers
+//! keep running however busy the workers are.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::child::{Mode, Runtime};
-use crate::connection::{self, Task};
+use crate::child::{self, Mode, Runtime};
+use crate::connection::{self, NewSocket, Task, Waiting};
+use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{Accepted, Listener};
-use crate::ffi::{httpd, log, score, sys};
-use crate::poller::{Events, LISTENER_BASE, WAKER};
+use crate::ffi::{log, score, sys};
+use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
 use crate::timers::{Token, Wait};
 
 /// How long accepting pauses after running out of descriptors or memory.
 const SHORTAGE_BACKOFF: Duration = Duration::from_millis(500);
+/// Least time between two rounds of shedding idle keep-alive connections.
+const SHED_INTERVAL: Duration = Duration::from_millis(100);
 
 struct Accepting<'a> {
     listeners: &'a [Listener],
@@ -49,21 +53,29 @@ impl Accepting<'_> {
     }
 }
 
-pub fn run(rt: &Runtime, listeners: &[Listener]) {
+pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     for l in listeners {
         l.set_nonblocking();
+    }
+    if let Some(pod) = pod {
+        if let Err(e) = rt.poller.add_pod(pod.pollable_fd()) {
+            log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "cannot watch the pipe of death");
+            rt.stop(Mode::Graceful);
+        }
     }
     let mut acc = Accepting { listeners, on: false, closed: false, backoff_until: None, shortage_logged: false };
     acc.set(rt, true);
     let mut events = Events::with_capacity(256);
-    let mut stop_seen = false;
+    let mut peek_buf = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
+    let mut graceful_begun = false;
+    let mut last_shed = Instant::now();
 
     loop {
         match rt.mode() {
             Mode::Ungraceful => break,
             Mode::Graceful => {
-                if !stop_seen {
-                    stop_seen = true;
+                if !graceful_begun {
+                    graceful_begun = true;
                     begin_graceful(rt, &mut acc);
                 }
                 if rt.connections.load(Ordering::Acquire) == 0 {
@@ -73,47 +85,62 @@ pub fn run(rt: &Runtime, listeners: &[Listener]) {
             Mode::Running => {}
         }
 
-        let now = Instant::now();
-        let mut deadline = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).next_expiry();
-        if let Some(b) = acc.backoff_until {
-            deadline = Some(deadline.map_or(b, |d| d.min(b)));
-        }
+        let deadline = next_deadline(rt, &acc);
         rt.next_wakeup.store(
             deadline.map_or(u64::MAX, |d| d.saturating_duration_since(rt.epoch).as_nanos() as u64),
             Ordering::Release,
         );
-        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if let Err(e) = rt.poller.wait(&mut events, timeout) {
             log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0),
                 "epoll_wait failed. Attempting to shutdown process gracefully");
-            stop_child(rt, Mode::Graceful);
+            rt.stop(Mode::Graceful);
             continue;
         }
 
         for ev in events.iter() {
+            let peek = rt.async_head.then_some(&mut peek_buf[..]);
             match ev.token {
-                WAKER => rt.poller.reset_waker(),
-                t if t >= LISTENER_BASE => {
-                    if let Some(l) = listeners.get((t - LISTENER_BASE) as usize) {
-                        accept_one(rt, &mut acc, *l);
+                WAKER => {
+                    rt.poller.reset_waker();
+                    if let Some(mode) = child::signalled_stop() {
+                        rt.stop(mode);
                     }
                 }
-                t => dispatch(rt, Token(t)),
+                POD => {
+                    let Some(p) = pod else { continue };
+                    let mode = match p.take() {
+                        PodSignal::Graceful => Mode::Graceful,
+                        PodSignal::Restart => Mode::Ungraceful,
+                        PodSignal::None => continue,
+                    };
+                    // One message per child: leave the rest to the others.
+                    let _ = rt.poller.remove(p.read_fd());
+                    rt.stop(mode);
+                }
+                t if t >= LISTENER_BASE => {
+                    if let Some(l) = listeners.get((t - LISTENER_BASE) as usize) {
+                        accept_one(rt, &mut acc, *l, peek);
+                    }
+                }
+                t => dispatch(rt, Token(t), peek),
             }
         }
 
-        expire(rt);
-        if let Some(b) = acc.backoff_until {
-            if Instant::now() >= b {
-                acc.backoff_until = None;
-            }
+        let now = Instant::now();
+        expire(rt, now);
+        run_due_callbacks(rt, now);
+        if !rt.stopping() && now.duration_since(last_shed) >= SHED_INTERVAL && shed_idle(rt) {
+            last_shed = now;
+        }
+        if acc.backoff_until.is_some_and(|b| now >= b) {
+            acc.backoff_until = None;
         }
         let paused = rt.accept_paused.load(Ordering::Acquire);
         if !rt.stopping() && acc.backoff_until.is_none() && paused && !rt.above_limit() {
             rt.accept_paused.store(false, Ordering::Release);
             acc.set(rt, true);
         }
-        score::set_counters(rt.slot, rt.counters());
     }
 
     rt.queue.close();
@@ -122,29 +149,28 @@ pub fn run(rt: &Runtime, listeners: &[Listener]) {
     }
 }
 
-/// Asks the main thread to stop the child (it is blocked on the pipe of
-/// death; SIGTERM interrupts it).
-fn stop_child(rt: &Runtime, mode: Mode) {
-    rt.stop(mode);
-    // SAFETY: kill on our own pid; the main thread has a no-op handler.
-    unsafe { libc::kill(rt.pid, libc::SIGTERM) };
+/// The earliest of: a parked connection's deadline, a timed callback, the
+/// end of an accept back-off.
+fn next_deadline(rt: &Runtime, acc: &Accepting) -> Option<Instant> {
+    let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).next_expiry();
+    let timer = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
+    [parked, timer, acc.backoff_until].into_iter().flatten().min()
 }
 
-/// Graceful stop: no new connections, idle keep-alive ones are ended, and
-/// the workers see SERVER_GRACEFUL in the scoreboard.
+/// Graceful stop (restart or retirement): no new connections; the workers
+/// show SERVER_GRACEFUL. Idle keep-alive connections are not cut: each is
+/// closed at its own KeepAliveTimeout, or its next request is answered with
+/// "Connection: close" (httpd sees the MPM stopping), so that no client
+/// races a request against our FIN.
 fn begin_graceful(rt: &Runtime, acc: &mut Accepting) {
     acc.close(rt);
     score::set_quiescing(rt.slot, 1);
     for t in 0..rt.cfg.threads_per_child as usize {
         score::update_worker(rt.slot, t, sys::SERVER_GRACEFUL);
     }
-    let idle = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).take_all(Wait::KeepAlive);
-    for conn in idle {
-        rt.queue.push(Task::Shutdown(conn));
-    }
 }
 
-fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
+fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut [u8]>) {
     if !acc.on || rt.stopping() {
         return;
     }
@@ -166,20 +192,24 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
         }
     };
     match l.accept(&pool) {
-        Accepted::Socket(s) => {
-            acc.shortage_logged = false;
-            rt.connections.fetch_add(1, Ordering::AcqRel);
-            rt.queue.push(Task::New(s, pool));
+        Accepted::Socket(sock) => {
+            if acc.shortage_logged {
+                log::error(sys::APLOG_NOTICE, 0, "accepting connections again after a resource shortage");
+                acc.shortage_logged = false;
+            }
+            rt.connection_opened();
+            connection::accepted(rt, NewSocket { sock, pool, registered: false }, peek);
             if rt.conns_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
-                stop_child(rt, Mode::Graceful);
+                rt.stop(Mode::Graceful);
             }
         }
         Accepted::Nothing => rt.recycle(pool),
         Accepted::Shortage(rv) => {
             rt.recycle(pool);
             if !acc.shortage_logged {
-                log::error(sys::APLOG_ERR, rv, "out of resources accepting connections; pausing accept");
+                log::error(sys::APLOG_ERR, rv, "out of descriptors or memory accepting connections: \
+                    pausing accept, open connections are still served");
                 acc.shortage_logged = true;
             }
             shortage(rt, acc);
@@ -195,24 +225,67 @@ fn shortage(rt: &Runtime, acc: &mut Accepting) {
     rt.accept_paused.store(true, Ordering::Release);
 }
 
-/// A parked connection is ready: back to a worker, or (lingering close)
-/// drained right here.
-fn dispatch(rt: &Runtime, token: Token) {
-    let taken = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
-    if let Some((conn, wait)) = taken {
-        connection::ready(rt, conn, wait);
+/// A parked connection is ready.
+fn dispatch(rt: &Runtime, token: Token, peek: Option<&mut [u8]>) {
+    let taken = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let t = parked.remove(token);
+        rt.publish(&parked);
+        t
+    };
+    if let Some((item, wait, since)) = taken {
+        connection::ready(rt, item, wait, since, peek);
     }
 }
 
-/// Connections past their deadline: lingering ones are closed, the others
-/// go to a worker for a (short) lingering close.
-fn expire(rt: &Runtime) {
-    let now = Instant::now();
-    let expired = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
-    for (conn, wait) in expired {
-        match wait {
-            Wait::Linger => conn.close(rt),
-            _ => rt.queue.push(Task::Shutdown(conn)),
+/// Connections past their deadline.
+fn expire(rt: &Runtime, now: Instant) {
+    let expired = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let e = parked.expire(now);
+        if !e.is_empty() {
+            rt.publish(&parked);
+        }
+        e
+    };
+    for (item, wait) in expired {
+        connection::expired(rt, item, wait);
+    }
+}
+
+fn run_due_callbacks(rt: &Runtime, now: Instant) {
+    let due = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).due(now);
+    for cb in due {
+        rt.queue.push(Task::Callback(cb));
+    }
+}
+
+/// When work waits for a worker, ends as many of the oldest idle keep-alive
+/// connections as there are waiting tasks, so that their clients' next
+/// requests go to a less busy child; never all at once, and never one whose
+/// next request has arrived (those are not parked any more).
+fn shed_idle(rt: &Runtime) -> bool {
+    let backlog = rt.queue.len();
+    if backlog == 0 || rt.queue.idle() > 0 {
+        return false;
+    }
+    let shed = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let s = parked.take_oldest(Wait::KeepAlive, backlog);
+        rt.publish(&parked);
+        s
+    };
+    if shed.is_empty() {
+        return false;
+    }
+    if log::enabled(sys::APLOG_DEBUG) {
+        log::error(sys::APLOG_DEBUG, 0, &format!(
+            "all workers busy with {backlog} tasks waiting: closing {} idle keep-alive connections", shed.len()));
+    }
+    for item in shed {
+        if let Waiting::Conn(conn) = item {
+            rt.queue.push(Task::Shutdown(conn));
         }
     }
+    true
 }

@@ -11,8 +11,10 @@ use crate::timers::Token;
 
 /// Token of the waker's eventfd.
 pub const WAKER: u64 = Token::MAX + 1;
+/// Token of the pipe of death.
+pub const POD: u64 = Token::MAX + 2;
 /// Tokens of listening sockets: LISTENER_BASE + index.
-pub const LISTENER_BASE: u64 = Token::MAX + 2;
+pub const LISTENER_BASE: u64 = Token::MAX + 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
@@ -85,6 +87,17 @@ impl Poller {
     pub fn add_listener(&self, fd: RawFd, index: usize) -> io::Result<()> {
         let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, LISTENER_BASE + index as u64)
+    }
+
+    /// Watches the pipe of death; one child of the bucket wakes per message.
+    pub fn add_pod(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32, POD)
+    }
+
+    /// The waker's descriptor, for a signal handler (write is
+    /// async-signal-safe).
+    pub fn waker_fd(&self) -> RawFd {
+        self.waker.as_raw_fd()
     }
 
     pub fn remove(&self, fd: RawFd) -> io::Result<()> {

@@ -18,6 +18,8 @@ pub enum Wait {
     WaitIo,
     /// Draining the client after our shutdown(), 2 s or 30 s.
     Linger,
+    /// Part of a request head has arrived; waiting for the rest, Timeout.
+    Head,
 }
 
 /// Identifies a parked entry; stale tokens (entry gone, slot reused) are
@@ -113,8 +115,10 @@ impl<T> Parked<T> {
         self.slots[index as usize].entry.as_mut().expect("linked entry exists")
     }
 
-    /// Takes the entry out if the token is still current.
-    pub fn remove(&mut self, token: Token) -> Option<(T, Wait)> {
+    /// Takes the entry out if the token is still current; also returns
+    /// when it was parked, so that it can be parked again with the same
+    /// deadline.
+    pub fn remove(&mut self, token: Token) -> Option<(T, Wait, Instant)> {
         let index = token.index();
         let slot = self.slots.get_mut(index)?;
         if slot.generation != token.generation() || slot.entry.is_none() {
@@ -137,7 +141,7 @@ impl<T> Parked<T> {
             q.tail = entry.prev;
         }
         q.len -= 1;
-        Some((entry.item, q.wait))
+        Some((entry.item, q.wait, entry.deadline - q.timeout))
     }
 
     fn head_token(&self, q: &Queue) -> Option<(Token, Instant)> {
@@ -162,7 +166,7 @@ impl<T> Parked<T> {
                 if deadline > now {
                     break;
                 }
-                out.extend(self.remove(token));
+                out.extend(self.remove(token).map(|(item, wait, _)| (item, wait)));
             }
         }
         out
@@ -177,14 +181,95 @@ impl<T> Parked<T> {
                 continue;
             }
             while let Some((token, _)) = self.head_token(&self.queues[qi]) {
-                out.extend(self.remove(token).map(|(item, _)| item));
+                out.extend(self.remove(token).map(|(item, _, _)| item));
             }
+        }
+        out
+    }
+
+    /// Removes up to `n` of the oldest entries of one kind.
+    pub fn take_oldest(&mut self, wait: Wait, n: usize) -> Vec<T> {
+        let mut heads: Vec<(Instant, Token)> = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            heads.clear();
+            heads.extend(
+                self.queues.iter().filter(|q| q.wait == wait).filter_map(|q| self.head_token(q)).map(|(t, d)| (d, t)),
+            );
+            // The oldest is the one parked first: deadline minus timeout.
+            let oldest = heads.iter().min_by_key(|(d, t)| {
+                let q = &self.queues[self.slots[t.index()].entry.as_ref().expect("head").queue];
+                *d - q.timeout
+            });
+            let Some(&(_, token)) = oldest else { break };
+            out.extend(self.remove(token).map(|(item, _, _)| item));
         }
         out
     }
 
     pub fn count(&self, wait: Wait) -> usize {
         self.queues.iter().filter(|q| q.wait == wait).map(|q| q.len).sum()
+    }
+}
+
+/// Timed callbacks (`ap_mpm_register_timed_callback`), earliest first; equal
+/// times run in registration order.
+pub struct Schedule<T> {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64, Unordered<T>)>>,
+    seq: u64,
+}
+
+/// Wraps the payload so that ordering looks only at (time, sequence).
+pub struct Unordered<T>(pub T);
+
+impl<T> PartialEq for Unordered<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Unordered<T> {}
+impl<T> PartialOrd for Unordered<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Unordered<T> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<T> Default for Schedule<T> {
+    fn default() -> Self {
+        Schedule { heap: std::collections::BinaryHeap::new(), seq: 0 }
+    }
+}
+
+impl<T> Schedule<T> {
+    pub fn push(&mut self, at: Instant, item: T) {
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse((at, self.seq, Unordered(item))));
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|e| e.0.0)
+    }
+
+    /// Removes everything due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        while self.next().is_some_and(|t| t <= now) {
+            out.extend(self.heap.pop().map(|e| e.0.2.0));
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
@@ -220,17 +305,45 @@ mod tests {
         let a = p.insert(1, Wait::KeepAlive, S, t0);
         let b = p.insert(2, Wait::KeepAlive, S, t0);
         let c = p.insert(3, Wait::KeepAlive, S, t0);
-        assert_eq!(p.remove(b), Some((2, Wait::KeepAlive)));
+        assert_eq!(p.remove(b), Some((2, Wait::KeepAlive, t0)));
         assert_eq!(p.remove(b), None);
         let d = p.insert(4, Wait::Linger, S, t0);
         assert_ne!(d, b, "a reused slot gets a new generation");
         assert_eq!(p.remove(b), None);
-        assert_eq!(p.remove(c), Some((3, Wait::KeepAlive)));
-        assert_eq!(p.remove(a), Some((1, Wait::KeepAlive)));
+        assert_eq!(p.remove(c), Some((3, Wait::KeepAlive, t0)));
+        assert_eq!(p.remove(a), Some((1, Wait::KeepAlive, t0)));
         assert_eq!(p.count(Wait::KeepAlive), 0);
         assert_eq!(p.take_all(Wait::Linger), vec![4]);
         assert_eq!(p.next_expiry(), None);
         assert!(d.0 <= Token::MAX);
+    }
+
+    #[test]
+    fn take_oldest_picks_across_queues_by_park_time() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        p.insert("a-long", Wait::KeepAlive, 10 * S, t0);
+        p.insert("b-short", Wait::KeepAlive, 2 * S, t0 + S);
+        p.insert("c-long", Wait::KeepAlive, 10 * S, t0 + 2 * S);
+        p.insert("linger", Wait::Linger, S, t0);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 2), vec!["a-long", "b-short"]);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 5), vec!["c-long"]);
+        assert_eq!(p.count(Wait::Linger), 1);
+    }
+
+    #[test]
+    fn schedule_runs_due_items_in_time_then_registration_order() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.push(t0 + 2 * S, "late");
+        s.push(t0 + S, "first");
+        s.push(t0 + S, "second");
+        assert_eq!(s.next(), Some(t0 + S));
+        assert!(s.due(t0).is_empty());
+        assert_eq!(s.due(t0 + S), vec!["first", "second"]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.due(t0 + 3 * S), vec!["late"]);
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (pods, reaping, signals), hooks it runs, and the connection operations.
 
 use std::ffi::{CStr, CString, c_void};
+use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 
 use super::pool::{Pool, PoolRef};
@@ -112,12 +113,35 @@ impl Pod {
         Ok(Pod(NonNull::new(pod).expect("ap_mpm_podx_open")))
     }
 
-    /// Blocks until the parent writes to the pod or a signal interrupts.
-    pub fn check(self) -> PodSignal {
-        // SAFETY: live pod.
-        match unsafe { sys::ap_mpm_podx_check(self.0.as_ptr()) } as u32 {
-            sys::ap_podx_restart_t_AP_MPM_PODX_GRACEFUL => PodSignal::Graceful,
-            sys::ap_podx_restart_t_AP_MPM_PODX_RESTART => PodSignal::Restart,
+    pub fn read_fd(self) -> RawFd {
+        let mut fd: sys::apr_os_file_t = -1;
+        // SAFETY: live pod; pod_in is its read end.
+        unsafe { sys::apr_os_file_get(&mut fd, (*self.0.as_ptr()).pod_in) };
+        fd
+    }
+
+    /// Makes the read end pollable: the children of a bucket share it, so a
+    /// read after readiness may find the byte taken by another child and
+    /// must not block. Returns the descriptor to watch.
+    pub fn pollable_fd(self) -> RawFd {
+        let fd = self.read_fd();
+        // SAFETY: fcntl on a pipe descriptor we hold.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        fd
+    }
+
+    /// Takes one message off the pod, if any (ap_mpm_podx_check's reading,
+    /// without blocking).
+    pub fn take(self) -> PodSignal {
+        let mut c: u8 = 0;
+        // SAFETY: reads one byte into a valid u8.
+        let n = unsafe { libc::read(self.read_fd(), (&mut c as *mut u8).cast(), 1) };
+        match (n, c) {
+            (1, sys::AP_MPM_PODX_GRACEFUL_CHAR) => PodSignal::Graceful,
+            (1, sys::AP_MPM_PODX_RESTART_CHAR) => PodSignal::Restart,
             _ => PodSignal::None,
         }
     }
@@ -595,10 +619,15 @@ pub fn request_connection(r: *mut sys::request_rec) -> Option<Connection> {
     NonNull::new(unsafe { (*r).connection }).map(Connection)
 }
 
-/// The main server's Timeout and KeepAliveTimeout (µs).
+/// The main server's KeepAliveTimeout and Timeout (µs).
 pub fn server_timeouts() -> (i64, i64) {
-    // SAFETY: main server is live.
-    unsafe { ((*server()).keep_alive_timeout, (*server()).timeout) }
+    timeouts_of(server())
+}
+
+/// A server's KeepAliveTimeout and Timeout (µs).
+pub fn timeouts_of(s: *mut sys::server_rec) -> (i64, i64) {
+    // SAFETY: s is a live server_rec (main server or a vhost).
+    unsafe { ((*s).keep_alive_timeout, (*s).timeout) }
 }
 
 pub fn max_mem_free() -> usize {
@@ -640,4 +669,18 @@ pub fn cmd_name_and_pool(cmd: *mut sys::cmd_parms) -> (String, *mut sys::apr_poo
 pub fn reset_extended_status() {
     // SAFETY: plain store to core's global, in the single-threaded parent.
     unsafe { sys::ap_extended_status = 0 };
+}
+
+/// The most of a request head worth looking at before handing the
+/// connection to a worker: the request line plus LimitRequestFields fields
+/// of LimitRequestFieldSize, but no more than 64 KiB (a head that large is
+/// handed over when that much has arrived).
+pub fn request_head_cap() -> usize {
+    // SAFETY: reads plain ints of the main server.
+    let (line, size, fields) = unsafe {
+        let s = server();
+        ((*s).limit_req_line, (*s).limit_req_fieldsize, (*s).limit_req_fields)
+    };
+    let limit = i64::from(line.max(0)) + i64::from(size.max(0)) * i64::from(fields.max(1));
+    limit.clamp(1024, 64 << 10) as usize
 }

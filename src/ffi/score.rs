@@ -14,7 +14,6 @@ pub struct ProcessCounters {
     pub write_completion: u32,
     pub lingering_close: u32,
     pub keep_alive: u32,
-    pub suspended: u32,
     pub wait_io: u32,
 }
 
@@ -68,7 +67,6 @@ pub fn set_counters(slot: usize, c: ProcessCounters) {
         addr_of_mut!((*p).write_completion).write_volatile(c.write_completion);
         addr_of_mut!((*p).lingering_close).write_volatile(c.lingering_close);
         addr_of_mut!((*p).keep_alive).write_volatile(c.keep_alive);
-        addr_of_mut!((*p).suspended).write_volatile(c.suspended);
         addr_of_mut!((*p).wait_io).write_volatile(c.wait_io);
     }
 }
@@ -118,4 +116,9 @@ pub fn set_running_generation(generation: i32) {
 pub fn is_attached() -> bool {
     // SAFETY: copying the global pointer.
     !unsafe { sys::ap_scoreboard_image }.is_null()
+}
+
+pub fn set_suspended(slot: usize, n: u32) {
+    // SAFETY: see process_ptr.
+    unsafe { addr_of_mut!((*process_ptr(slot)).suspended).write_volatile(n) }
 }

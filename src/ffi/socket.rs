@@ -158,3 +158,10 @@ impl ClientSocket {
         NonNull::new(p).map(ClientSocket)
     }
 }
+
+/// Copies what the client sent into `buf` without consuming it.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for its length; MSG_PEEK leaves the data queued.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
