@@ -18,4 +18,6 @@
 #include "apr_strings.h"
 #include "apr_thread_proc.h"
 #include "apr_signal.h"
+#include "apr_optional_hooks.h"
+#include "mod_status.h"
 #include "mod_mpm_event_rs.h"

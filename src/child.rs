@@ -18,6 +18,7 @@ use crate::parent::{self, Bucket};
 use crate::poller::{Interest, Poller};
 use crate::queue::{Popped, WorkQueue};
 use crate::retained;
+use crate::stats;
 use crate::timers::{Parked, Schedule, Wait};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -283,7 +284,12 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             rt.poller.wake();
         }
         let task = match rt.queue.pop() {
-            Popped::Item(t) => t,
+            Popped::Item(t, waited) => {
+                let s = stats::get(slot);
+                s.dispatched(waited);
+                s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
+                t
+            }
             Popped::Closed => break,
         };
         if rt.mode() == Mode::Ungraceful {
@@ -406,6 +412,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
             exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
         }
     };
+    stats::get(slot).reset(std::process::id() as i32);
     let max_conns = httpd::max_requests_per_child();
     let rt = Arc::new(Runtime {
         slot,

@@ -37,6 +37,7 @@ pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
             sys::ap_hook_protocol_switch(Some(protocol_switch), ptr::null(), ptr::null(), really_first);
             sys::ap_hook_mpm_register_timed_callback(Some(register_timed_callback), ptr::null(), ptr::null(), middle);
         }
+        httpd::register_status_hook(status_hook);
     });
 }
 
@@ -203,6 +204,16 @@ unsafe extern "C" fn register_timed_callback(t: sys::apr_time_t, cbfn: sys::ap_m
         let delay = std::time::Duration::from_micros(t.max(0) as u64);
         rt.register_callback(delay, connection::Callback { func, baton: crate::ffi::SendPtr(baton) });
         0
+    })
+}
+
+unsafe extern "C" fn status_hook(r: *mut sys::request_rec, flags: i32) -> i32 {
+    guard(OK, || {
+        // SAFETY: mod_status passes its live request.
+        if let Some(r) = unsafe { httpd::StatusRequest::from_raw(r) } {
+            crate::status::render(r, flags & sys::AP_STATUS_SHORT as i32 != 0);
+        }
+        OK
     })
 }
 

@@ -5,7 +5,8 @@
 //! Rust: `parent` (process management), `child` (a child's threads),
 //! `listener` (accept and pollset loop), `connection` (the connection state
 //! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `timers` (timeout
-//! queues), `config` (directives), `retained` (state across restarts).
+//! queues), `config` (directives), `retained` (state across restarts), `stats` and `status` (the
+//! MPM's section of mod_status).
 
 pub mod child;
 pub mod config;
@@ -19,4 +20,6 @@ pub mod parent;
 pub mod poller;
 pub mod queue;
 pub mod retained;
+pub mod stats;
+pub mod status;
 pub mod timers;

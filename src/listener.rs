@@ -12,6 +12,7 @@ use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{Accepted, Listener};
 use crate::ffi::{log, score, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
+use crate::stats;
 use crate::timers::{Token, Wait};
 
 /// How long accepting pauses after running out of descriptors or memory.
@@ -130,6 +131,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
+        publish_stats(rt);
         if !rt.stopping() && now.duration_since(last_shed) >= SHED_INTERVAL && shed_idle(rt) {
             last_shed = now;
         }
@@ -251,6 +253,18 @@ fn expire(rt: &Runtime, now: Instant) {
     for (item, wait) in expired {
         connection::expired(rt, item, wait);
     }
+}
+
+fn publish_stats(rt: &Runtime) {
+    let s = stats::get(rt.slot);
+    let (pollset, heads) = {
+        let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        (parked.len(), parked.count(Wait::Head))
+    };
+    s.pollset.store(pollset as u32, Ordering::Relaxed);
+    s.heads.store(heads as u32, Ordering::Relaxed);
+    s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
+    s.timers.store(rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).len() as u32, Ordering::Relaxed);
 }
 
 fn run_due_callbacks(rt: &Runtime, now: Instant) {

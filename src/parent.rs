@@ -11,6 +11,7 @@ use crate::ffi::pool::PoolRef;
 use crate::ffi::socket::Listener;
 use crate::ffi::{SendPtr, log, score, sys};
 use crate::retained::{self, MAX_SPAWN_RATE};
+use crate::stats;
 
 /// One listener bucket: its sockets and the pipe of death of its children.
 #[derive(Clone)]
@@ -246,9 +247,7 @@ fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, h
         let may_kill = r.active_daemons == r.total_daemons
             || cfg.server_limit - r.total_daemons > cfg.active_daemons_limit;
         if may_kill {
-            if let Some(pod) = generation().buckets[bucket].pod {
-                pod.signal(true);
-            }
+            retire_least_busy(bucket, num_buckets, cfg);
         }
         r.spawn_rates()[bucket] = 1;
     } else if idle_threads < cfg.min_spare_threads / nb {
@@ -266,7 +265,16 @@ fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, h
             }
             r.spawn_rates()[bucket] = 1;
         } else if free_slots.is_empty() {
-            log::error(sys::APLOG_ERR, 0, "AH03490: scoreboard is full, not at MaxRequestWorkers.Increase ServerLimit.");
+            // Slots held by children that are finishing their connections
+            // come back (GracefulShutdownTimeout bounds them): only a full
+            // scoreboard without such children calls for a bigger one.
+            if r.total_daemons > r.active_daemons {
+                log::error(sys::APLOG_DEBUG, 0, &format!(
+                    "scoreboard full: waiting for {} stopping children to free their slots",
+                    r.total_daemons - r.active_daemons));
+            } else {
+                log::error(sys::APLOG_ERR, 0, "AH03490: scoreboard is full, not at MaxRequestWorkers.Increase ServerLimit.");
+            }
             r.spawn_rates()[bucket] = 1;
         } else {
             let mut n = free_slots.len().min(r.spawn_rates()[bucket] as usize) as i32;
@@ -301,6 +309,55 @@ fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, h
         r.spawn_rates()[bucket] = 1;
     }
     true
+}
+
+/// Retires the child of the bucket that holds the fewest connections (stock
+/// writes to the pipe of death, and whichever child reads it goes, even one
+/// with thousands of connections).
+fn retire_least_busy(bucket: usize, num_buckets: usize, cfg: &MpmConfig) {
+    let my_gen = gen_number();
+    let candidate = (0..cfg.server_limit as usize)
+        .filter(|&s| num_buckets <= 1 || s % num_buckets == bucket)
+        .filter(|&s| score::pid(s) != 0 && score::generation(s) == my_gen && score::quiescing(s) == 0)
+        .min_by_key(|&s| score::connections(s));
+    if let Some(slot) = candidate {
+        let pid = score::pid(slot);
+        if log::enabled(sys::APLOG_DEBUG) {
+            log::error(sys::APLOG_DEBUG, 0, &format!(
+                "retiring child {slot} (pid {pid}, {} connections): too many idle threads",
+                score::connections(slot)));
+        }
+        httpd::signal_process(pid, libc::SIGUSR1);
+    }
+}
+
+/// GracefulShutdownTimeout after a graceful restart, children of older
+/// generations still alive are told to stop now (SIGTERM), and killed a few
+/// seconds later if they still have not; stock lets them live on, holding
+/// their scoreboard slots.
+fn bound_old_generations(cfg: &MpmConfig) {
+    let timeout = httpd::graceful_shutdown_timeout();
+    let since = retained::get().last_graceful_ns;
+    if timeout <= 0 || since == 0 {
+        return;
+    }
+    let late = retained::monotonic_ns() - since - i64::from(timeout) * 1_000_000_000;
+    if late < 0 {
+        return;
+    }
+    let my_gen = gen_number();
+    let max = retained::get().max_daemon_used.clamp(0, cfg.server_limit) as usize;
+    for slot in 0..max {
+        let pid = score::pid(slot);
+        if pid == 0 || score::generation(slot) == my_gen {
+            continue;
+        }
+        let sig = if late > 3_000_000_000 { libc::SIGKILL } else { libc::SIGTERM };
+        log::error(sys::APLOG_INFO, 0, &format!(
+            "child {pid} of generation {} outlived GracefulShutdownTimeout ({timeout}s): sending {}",
+            score::generation(slot), if sig == libc::SIGKILL { "SIGKILL" } else { "SIGTERM" }));
+        httpd::signal_process(pid, sig);
+    }
 }
 
 fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
@@ -359,6 +416,7 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
             successive_kills = 0;
         }
 
+        bound_old_generations(cfg);
         if remaining > 0 {
             startup_children(remaining, cfg);
             remaining = 0;
@@ -390,6 +448,8 @@ unsafe extern "C" fn reclaim_cb(slot: i32, pid: libc::pid_t, generation: i32) {
 /// restart, DONE to exit.
 pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
     let one = one_process();
+    let r = retained::get();
+    r.stats = stats::attach(r.stats, r.first.server_limit.max(1) as usize);
     httpd::log_pid(pconf);
     if retained::mpm().was_graceful == 0 {
         if !httpd::run_pre_mpm() {
@@ -440,6 +500,7 @@ pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
     score::set_running_generation(mpm.my_generation);
     if mpm.is_ungraceful == 0 {
         log::error(sys::APLOG_NOTICE, 0, "AH00493: SIGUSR1 received.  Doing graceful restart");
+        retained::get().last_graceful_ns = retained::monotonic_ns();
         signal_all_children(true, &cfg);
     } else {
         log::error(sys::APLOG_NOTICE, 0, "AH00494: SIGHUP received.  Attempting to restart");

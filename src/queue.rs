@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct WorkQueue<T> {
     inner: Mutex<Inner<T>>,
@@ -12,10 +13,13 @@ pub struct WorkQueue<T> {
     /// Workers waiting minus items waiting for them, kept readable without
     /// the lock for the listener's limit check.
     idle: AtomicUsize,
+    /// Items waiting, likewise.
+    queued: AtomicUsize,
 }
 
 struct Inner<T> {
-    items: VecDeque<T>,
+    /// Each item with the time it was queued, to measure dispatch latency.
+    items: VecDeque<(Instant, T)>,
     waiting: usize,
     closed: bool,
 }
@@ -23,7 +27,8 @@ struct Inner<T> {
 /// What a worker gets from `pop`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Popped<T> {
-    Item(T),
+    /// An item and how long it waited for a worker.
+    Item(T, Duration),
     /// The queue was closed and is empty: the worker exits.
     Closed,
 }
@@ -34,6 +39,7 @@ impl<T> Default for WorkQueue<T> {
             inner: Mutex::new(Inner { items: VecDeque::new(), waiting: 0, closed: false }),
             ready: Condvar::new(),
             idle: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
         }
     }
 }
@@ -45,11 +51,12 @@ impl<T> WorkQueue<T> {
 
     fn publish_idle(&self, inner: &Inner<T>) {
         self.idle.store(inner.waiting.saturating_sub(inner.items.len()), Ordering::Release);
+        self.queued.store(inner.items.len(), Ordering::Release);
     }
 
     pub fn push(&self, item: T) {
         let mut inner = self.lock();
-        inner.items.push_back(item);
+        inner.items.push_back((Instant::now(), item));
         let wake = inner.waiting > 0;
         self.publish_idle(&inner);
         drop(inner);
@@ -62,9 +69,9 @@ impl<T> WorkQueue<T> {
     pub fn pop(&self) -> Popped<T> {
         let mut inner = self.lock();
         loop {
-            if let Some(item) = inner.items.pop_front() {
+            if let Some((at, item)) = inner.items.pop_front() {
                 self.publish_idle(&inner);
-                return Popped::Item(item);
+                return Popped::Item(item, at.elapsed());
             }
             if inner.closed {
                 return Popped::Closed;
@@ -83,7 +90,7 @@ impl<T> WorkQueue<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().items.len()
+        self.queued.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,7 +106,7 @@ impl<T> WorkQueue<T> {
     /// Removes everything queued (an ungraceful stop), for the caller to drop.
     pub fn drain(&self) -> Vec<T> {
         let mut inner = self.lock();
-        let items = inner.items.drain(..).collect();
+        let items = inner.items.drain(..).map(|(_, item)| item).collect();
         self.publish_idle(&inner);
         items
     }
@@ -126,8 +133,8 @@ mod tests {
         q.push(1);
         q.push(2);
         assert_eq!(q.idle(), 0);
-        assert_eq!(q.pop(), Popped::Item(1));
-        assert_eq!(q.pop(), Popped::Item(2));
+        assert!(matches!(q.pop(), Popped::Item(1, _)));
+        assert!(matches!(q.pop(), Popped::Item(2, _)));
 
         // Each worker takes one item then exits, so the idle count moves
         // only with the pushes.
@@ -142,7 +149,7 @@ mod tests {
         wait_for(|| q.idle() == 2);
         q.close();
         let got: Vec<Popped<i32>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-        assert_eq!(got.iter().filter(|p| **p == Popped::Item(10)).count(), 1);
+        assert_eq!(got.iter().filter(|p| matches!(p, Popped::Item(10, _))).count(), 1);
         assert_eq!(got.iter().filter(|p| **p == Popped::Closed).count(), 2);
         assert_eq!(q.pop(), Popped::Closed);
     }
@@ -152,7 +159,7 @@ mod tests {
         let q = WorkQueue::default();
         q.push("a");
         q.close();
-        assert_eq!(q.pop(), Popped::Item("a"));
+        assert!(matches!(q.pop(), Popped::Item("a", _)));
         assert_eq!(q.pop(), Popped::Closed);
     }
 

@@ -27,6 +27,12 @@ pub struct Retained {
     /// Children alive and not stopping.
     pub active_daemons: i32,
     pub hold_off_on_exponential_spawning: i32,
+    /// When the last graceful restart began (CLOCK_MONOTONIC ns): children
+    /// of older generations still alive GracefulShutdownTimeout later are
+    /// stopped.
+    pub last_graceful_ns: i64,
+    /// The shared per-child statistics table (see stats.rs).
+    pub stats: *mut crate::stats::ChildStats,
     /// One rate per listener bucket; allocated with the system allocator
     /// so that it survives the DSO being unloaded.
     pub idle_spawn_rate: *mut i32,
@@ -73,6 +79,14 @@ pub fn read(f: impl FnOnce(*const Retained, *const sys::ap_unixd_mpm_retained_da
     }
     // SAFETY: r is live (see get); only raw reads are made through it.
     unsafe { f(r, (*addr_of!((*r).mpm)).cast_const()) }
+}
+
+/// CLOCK_MONOTONIC in ns: an Instant cannot be kept across the DSO reload.
+pub fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 impl Retained {

@@ -210,6 +210,14 @@ impl<T> Parked<T> {
     pub fn count(&self, wait: Wait) -> usize {
         self.queues.iter().filter(|q| q.wait == wait).map(|q| q.len).sum()
     }
+
+    pub fn len(&self) -> usize {
+        self.queues.iter().map(|q| q.len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Timed callbacks (`ap_mpm_register_timed_callback`), earliest first; equal

@@ -269,6 +269,12 @@ pub fn relieve_children(cb: ReclaimCallback) {
     unsafe { sys::ap_relieve_child_processes(Some(cb)) };
 }
 
+/// Signals one of our children (ap_mpm_safe_kill checks it is ours).
+pub fn signal_process(pid: libc::pid_t, sig: i32) {
+    // SAFETY: ap_mpm_safe_kill refuses pids that are not our children.
+    unsafe { sys::ap_mpm_safe_kill(pid, sig) };
+}
+
 pub fn process_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks existence.
     pid > 0 && unsafe { sys::ap_mpm_safe_kill(pid, 0) } == 0
@@ -683,4 +689,33 @@ pub fn request_head_cap() -> usize {
     };
     let limit = i64::from(line.max(0)) + i64::from(size.max(0)) * i64::from(fields.max(1));
     limit.clamp(1024, 64 << 10) as usize
+}
+
+/// The request mod_status is answering, to append our section to.
+#[derive(Clone, Copy)]
+pub struct StatusRequest(NonNull<sys::request_rec>);
+
+impl StatusRequest {
+    /// # Safety
+    /// `r` is the live request of mod_status's handler.
+    pub unsafe fn from_raw(r: *mut sys::request_rec) -> Option<Self> {
+        NonNull::new(r).map(StatusRequest)
+    }
+
+    pub fn puts(self, s: &str) {
+        let len = i32::try_from(s.len()).unwrap_or(i32::MAX);
+        // SAFETY: live request; ap_rwrite copies `len` bytes of `s`.
+        unsafe { sys::ap_rwrite(s.as_ptr().cast(), len, self.0.as_ptr()) };
+    }
+}
+
+/// Adds our status_hook to mod_status (an optional hook, so nothing
+/// happens when mod_status is not loaded).
+pub fn register_status_hook(f: unsafe extern "C" fn(*mut sys::request_rec, i32) -> i32) {
+    // SAFETY: the hook name is mod_status's; the function matches its
+    // signature int (request_rec *, int).
+    unsafe {
+        let pfn: unsafe extern "C" fn() = std::mem::transmute(f as *const ());
+        sys::apr_optional_hook_add(c"status_hook".as_ptr(), Some(pfn), ptr::null(), ptr::null(), sys::APR_HOOK_MIDDLE as i32);
+    }
 }

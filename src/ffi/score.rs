@@ -122,3 +122,17 @@ pub fn set_suspended(slot: usize, n: u32) {
     // SAFETY: see process_ptr.
     unsafe { addr_of_mut!((*process_ptr(slot)).suspended).write_volatile(n) }
 }
+
+pub fn counters(slot: usize) -> ProcessCounters {
+    let p = process_ptr(slot);
+    // SAFETY: see process_ptr.
+    unsafe {
+        ProcessCounters {
+            connections: addr_of!((*p).connections).read_volatile(),
+            write_completion: addr_of!((*p).write_completion).read_volatile(),
+            lingering_close: addr_of!((*p).lingering_close).read_volatile(),
+            keep_alive: addr_of!((*p).keep_alive).read_volatile(),
+            wait_io: addr_of!((*p).wait_io).read_volatile(),
+        }
+    }
+}
