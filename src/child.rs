@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub struct Runtime {
     worker_fds: Vec<AtomicI32>,
     /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
     pub conns_left: AtomicI32,
+    /// Task::Shutdown items in the queue (they are not work clients wait on).
+    pub shutdowns_queued: AtomicUsize,
     /// AsyncRequestHead, and how many bytes of a head to look at at most.
     pub async_head: bool,
     pub head_cap: usize,
@@ -138,7 +140,7 @@ impl Runtime {
         }
         let left = self.connections.fetch_sub(1, Ordering::AcqRel) - 1;
         self.publish_now();
-        if (left == 0 && self.stopping()) || self.accept_paused.load(Ordering::Acquire) {
+        if (left == 0 && self.stopping()) || self.accept_paused.load(Ordering::SeqCst) {
             self.poller.wake();
         }
     }
@@ -174,6 +176,12 @@ impl Runtime {
         if at < self.next_wakeup.load(Ordering::Acquire) {
             self.poller.wake();
         }
+    }
+
+    /// Gives a parked connection to a worker for (short) lingering close.
+    pub fn shutdown(&self, conn: Box<Conn>) {
+        self.shutdowns_queued.fetch_add(1, Ordering::AcqRel);
+        self.queue.push(Task::Shutdown(conn));
     }
 
     pub fn suspend(&self, conn: Box<Conn>) {
@@ -229,7 +237,7 @@ impl Runtime {
         let lingering = self.lingering.load(Ordering::Acquire);
         // One less idle worker counts while paused, so that accepting does
         // not flip on and off around the limit.
-        let paused = u32::from(self.accept_paused.load(Ordering::Acquire));
+        let paused = u32::from(self.accept_paused.load(Ordering::SeqCst));
         let limit = self.cfg.threads_per_child as u32
             + idle.saturating_sub(paused) * (self.cfg.worker_factor / config::WORKER_FACTOR_SCALE);
         conns > lingering && conns - lingering >= limit
@@ -280,10 +288,11 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
     loop {
         let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
         score::update_worker(slot, index, status);
-        if rt.accept_paused.load(Ordering::Acquire) {
-            rt.poller.wake();
-        }
-        let task = match rt.queue.pop() {
+        let task = match rt.queue.pop(|| {
+            if rt.accept_paused.load(Ordering::SeqCst) {
+                rt.poller.wake();
+            }
+        }) {
             Popped::Item(t, waited) => {
                 let s = stats::get(slot);
                 s.dispatched(waited);
@@ -296,6 +305,9 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             // Dropping the task destroys its pool and closes its socket.
             drop(task);
             continue;
+        }
+        if let Task::Shutdown(_) = task {
+            rt.shutdowns_queued.fetch_sub(1, Ordering::AcqRel);
         }
         let fd: RawFd = match &task {
             Task::New(n) => n.sock.fd(),
@@ -434,6 +446,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         pconf,
         worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
         conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
+        shutdowns_queued: AtomicUsize::new(0),
         async_head: cfg.async_request_head,
         head_cap: httpd::request_head_cap(),
     });

@@ -25,6 +25,9 @@ pub struct MpmConfig {
     /// AsyncRequestHead: wait in the pollset, not in a worker, until an
     /// HTTP/1.x request head is complete.
     pub async_request_head: bool,
+    /// mod_reqtimeout's header limit, read from the configuration: the
+    /// deadline of a head waiting in the pollset (None: Timeout).
+    pub head_limit: Option<crate::head::HeadLimit>,
 }
 
 impl Default for MpmConfig {
@@ -42,6 +45,7 @@ impl Default for MpmConfig {
             worker_factor: 2 * WORKER_FACTOR_SCALE,
             active_daemons_limit: server_limit,
             async_request_head: true,
+            head_limit: None,
         }
     }
 }
@@ -257,6 +261,7 @@ pub static CURRENT: Mutex<MpmConfig> = Mutex::new(MpmConfig {
     worker_factor: 2 * WORKER_FACTOR_SCALE,
     active_daemons_limit: 16,
     async_request_head: true,
+    head_limit: None,
 });
 
 /// A copy of the configuration in force.

@@ -54,6 +54,8 @@ pub struct NewSocket {
     pub pool: Pool,
     /// Known to epoll already (it waited there for its request head).
     pub registered: bool,
+    /// Its request head did not arrive in time (see `expired`).
+    pub head_expired: bool,
 }
 
 impl NewSocket {
@@ -129,7 +131,7 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { sock, pool, registered } = new;
+        let NewSocket { sock, pool, registered, head_expired } = new;
         let parts = httpd::connection_parts(&pool, w.slot, w.index);
         let Some(c) = Connection::create(&pool, sock, w.conn_id, &parts) else {
             rt.connection_closed(false);
@@ -158,6 +160,9 @@ impl Conn {
             log::error(sys::APLOG_DEBUG, 0, "AH00469: process_socket: connection aborted");
             conn.close(rt);
             return None;
+        }
+        if head_expired {
+            head_timed_out(&conn);
         }
         Some(conn)
     }
@@ -393,8 +398,8 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
     let conn = match item {
         Waiting::New(new) => {
             match peek.map(|buf| look(new.sock.fd(), buf)) {
-                Some(Look::Wait) => {
-                    let t = usecs(httpd::server_timeouts().1);
+                Some(Look::Wait(bytes)) => {
+                    let t = head_time(rt, bytes, httpd::server_timeouts().1);
                     rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
@@ -407,11 +412,11 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
     match wait {
         Wait::Linger => linger(rt, conn),
         Wait::KeepAlive | Wait::Head => {
-            if let Some(Look::Wait) = peek.map(|buf| look(conn.fd, buf)) {
-                // Bytes of a head have come: from now on it is Timeout that
+            if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf)) {
+                // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
-                let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                let t = head_time(rt, bytes, conn.io_timeout.load(Ordering::Relaxed));
                 return rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
             }
             conn.set_state(PROCESSING);
@@ -425,18 +430,64 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
     }
 }
 
+/// A request head did not arrive by its deadline (mod_reqtimeout's header
+/// limit, or Timeout): the connection is closed with a short lingering
+/// close, without a worker ever waiting on it. (Stock answers 408 at that
+/// point, from a worker that waited all along; httpd can only produce that
+/// answer by reading, and would restart its timers on a fresh read.)
+fn head_timed_out(conn: &Conn) {
+    log_head_timeout();
+    conn.c.set_note(c"short-lingering-close");
+    conn.set_state(LINGER);
+}
+
+fn log_head_timeout() {
+    if log::enabled(sys::APLOG_INFO) {
+        log::error(sys::APLOG_INFO, 0, "request head not complete by its deadline: closing the connection");
+    }
+}
+
 /// A parked connection's deadline passed (on the listener thread).
 pub fn expired(rt: &Runtime, item: Waiting, wait: Wait) {
     match (item, wait) {
-        (Waiting::New(new), _) => new.close(rt),
+        // Only a worker can make the conn_rec needed for a lingering close.
+        (Waiting::New(mut new), _) => {
+            new.head_expired = true;
+            rt.queue.push(Task::New(new));
+        }
         (Waiting::Conn(conn), Wait::Linger) => conn.close(rt),
-        (Waiting::Conn(conn), _) => rt.queue.push(Task::Shutdown(conn)),
+        (Waiting::Conn(conn), Wait::Head) => {
+            log_head_timeout();
+            rt.shutdown(conn);
+        }
+        (Waiting::Conn(conn), _) => rt.shutdown(conn),
     }
+}
+
+/// How long a head may take once `bytes` of it arrived: mod_reqtimeout's
+/// header limit when it is configured, else Timeout (`io_timeout`, µs).
+fn head_time(rt: &Runtime, bytes: usize, io_timeout: i64) -> Duration {
+    rt.cfg.head_limit.map_or_else(|| usecs(io_timeout), |l| l.after(bytes))
+}
+
+/// The head limit for the pollset, from the configuration: mod_reqtimeout's
+/// header stage when the module is loaded (its documented default unless
+/// RequestReadTimeout sets it), else none (Timeout applies).
+pub fn request_head_limit() -> Option<head::HeadLimit> {
+    if !httpd::module_loaded(c"mod_reqtimeout.c") {
+        return None;
+    }
+    let set = httpd::main_server_directive("RequestReadTimeout")
+        .iter()
+        .filter_map(|args| head::HeadLimit::from_reqtimeout(args))
+        .next_back();
+    set.unwrap_or(Some(head::HeadLimit::reqtimeout_default()))
 }
 
 enum Look {
     Go,
-    Wait,
+    /// Part of a head, this many bytes so far.
+    Wait(usize),
     Closed,
 }
 
@@ -444,9 +495,9 @@ enum Look {
 fn look(fd: RawFd, buf: &mut [u8]) -> Look {
     match socket::peek(fd, buf) {
         Ok(0) => Look::Closed,
-        Ok(n) if head::scan(&buf[..n], buf.len()) == head::Head::Partial => Look::Wait,
+        Ok(n) if head::scan(&buf[..n], buf.len()) == head::Head::Partial => Look::Wait(n),
         Ok(_) => Look::Go,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Look::Wait,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Look::Wait(0),
         // Let the worker meet the error where httpd reports it.
         Err(_) => Look::Go,
     }

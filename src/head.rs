@@ -79,3 +79,84 @@ mod tests {
         assert_eq!(scan(b"get / HTTP/1.1\r\n", 1000), Head::Other);
     }
 }
+
+/// How long a request head may take to arrive, from its first byte: Timeout,
+/// or mod_reqtimeout's header stage when that module is loaded, which starts
+/// at `initial` and grows by one second per `min_rate` bytes received, up
+/// to `max` (RequestReadTimeout header=initial-max,MinRate=min_rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimit {
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+    pub min_rate: u32,
+}
+
+impl HeadLimit {
+    pub fn fixed(t: std::time::Duration) -> Self {
+        HeadLimit { initial: t, max: t, min_rate: 0 }
+    }
+
+    /// mod_reqtimeout's documented default: header=20-40,MinRate=500.
+    pub fn reqtimeout_default() -> Self {
+        HeadLimit {
+            initial: std::time::Duration::from_secs(20),
+            max: std::time::Duration::from_secs(40),
+            min_rate: 500,
+        }
+    }
+
+    /// The header stage of a RequestReadTimeout argument list; `Some(None)`
+    /// when it turns the header limit off (header=0), `None` when it does
+    /// not set it.
+    pub fn from_reqtimeout(args: &str) -> Option<Option<Self>> {
+        let arg = args.split_whitespace().find(|a| a.len() > 7 && a[..7].eq_ignore_ascii_case("header="))?;
+        let mut parts = arg[7..].split(',');
+        let times = parts.next()?;
+        let (initial, max) = match times.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
+            None => {
+                let t = times.parse::<u64>().ok()?;
+                (t, t)
+            }
+        };
+        if initial == 0 {
+            return Some(None);
+        }
+        let min_rate = parts
+            .find_map(|p| p.split_once('=').filter(|(k, _)| k.eq_ignore_ascii_case("MinRate")).map(|(_, v)| v))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let s = std::time::Duration::from_secs;
+        Some(Some(HeadLimit { initial: s(initial), max: s(max.max(initial)), min_rate }))
+    }
+
+    /// The limit once `bytes` of the head have arrived, in whole seconds so
+    /// that the timeout queues stay few.
+    pub fn after(&self, bytes: usize) -> std::time::Duration {
+        if self.min_rate == 0 {
+            return self.initial;
+        }
+        let extra = std::time::Duration::from_secs(bytes as u64 / u64::from(self.min_rate));
+        (self.initial + extra).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reqtimeout_header_stage_is_read() {
+        let l = HeadLimit::from_reqtimeout("header=20-40,MinRate=500 body=20,MinRate=500").unwrap().unwrap();
+        assert_eq!(l, HeadLimit::reqtimeout_default());
+        assert_eq!(l.after(0), Duration::from_secs(20));
+        assert_eq!(l.after(1500), Duration::from_secs(23));
+        assert_eq!(l.after(1 << 20), Duration::from_secs(40));
+        let l = HeadLimit::from_reqtimeout("body=5 Header=2").unwrap().unwrap();
+        assert_eq!((l.initial, l.max, l.after(10_000)), (Duration::from_secs(2), Duration::from_secs(2), Duration::from_secs(2)));
+        assert_eq!(HeadLimit::from_reqtimeout("header=0 body=10"), Some(None));
+        assert_eq!(HeadLimit::from_reqtimeout("body=10"), None);
+        assert_eq!(HeadLimit::from_reqtimeout("header=x"), None);
+    }
+}

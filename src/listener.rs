@@ -19,6 +19,9 @@ use crate::timers::{Token, Wait};
 const SHORTAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// Least time between two rounds of shedding idle keep-alive connections.
 const SHED_INTERVAL: Duration = Duration::from_millis(100);
+/// While accepting is paused for the connection limit, the limit is looked
+/// at again at least this often, whatever wakes (or fails to wake) us.
+const PAUSED_RECHECK: Duration = Duration::from_millis(50);
 
 struct Accepting<'a> {
     listeners: &'a [Listener],
@@ -138,9 +141,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         if acc.backoff_until.is_some_and(|b| now >= b) {
             acc.backoff_until = None;
         }
-        let paused = rt.accept_paused.load(Ordering::Acquire);
+        let paused = rt.accept_paused.load(Ordering::SeqCst);
         if !rt.stopping() && acc.backoff_until.is_none() && paused && !rt.above_limit() {
-            rt.accept_paused.store(false, Ordering::Release);
+            rt.accept_paused.store(false, Ordering::SeqCst);
             acc.set(rt, true);
         }
     }
@@ -156,7 +159,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 fn next_deadline(rt: &Runtime, acc: &Accepting) -> Option<Instant> {
     let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).next_expiry();
     let timer = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
-    [parked, timer, acc.backoff_until].into_iter().flatten().min()
+    let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
+    [parked, timer, acc.backoff_until, recheck].into_iter().flatten().min()
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers
@@ -177,8 +181,15 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
         return;
     }
     if rt.above_limit() {
-        rt.accept_paused.store(true, Ordering::Release);
+        // Pause, then look again: a worker that went idle in between saw no
+        // pause and did not wake us (SeqCst on both sides).
+        rt.accept_paused.store(true, Ordering::SeqCst);
         acc.set(rt, false);
+        if !rt.above_limit() {
+            rt.accept_paused.store(false, Ordering::SeqCst);
+            acc.set(rt, true);
+            return;
+        }
         if log::enabled(sys::APLOG_DEBUG) {
             log::error(sys::APLOG_DEBUG, 0, &format!(
                 "Too many open connections ({}), not accepting new conns in this process",
@@ -200,7 +211,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
                 acc.shortage_logged = false;
             }
             rt.connection_opened();
-            connection::accepted(rt, NewSocket { sock, pool, registered: false }, peek);
+            connection::accepted(rt, NewSocket { sock, pool, registered: false, head_expired: false }, peek);
             if rt.conns_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
                 rt.stop(Mode::Graceful);
@@ -224,7 +235,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
 fn shortage(rt: &Runtime, acc: &mut Accepting) {
     acc.set(rt, false);
     acc.backoff_until = Some(Instant::now() + SHORTAGE_BACKOFF);
-    rt.accept_paused.store(true, Ordering::Release);
+    rt.accept_paused.store(true, Ordering::SeqCst);
 }
 
 /// A parked connection is ready.
@@ -279,7 +290,10 @@ fn run_due_callbacks(rt: &Runtime, now: Instant) {
 /// requests go to a less busy child; never all at once, and never one whose
 /// next request has arrived (those are not parked any more).
 fn shed_idle(rt: &Runtime) -> bool {
-    let backlog = rt.queue.len();
+    // Ends already queued count against the shortage: each round sheds only
+    // for work that nothing has answered yet.
+    let ending = rt.shutdowns_queued.load(Ordering::Acquire);
+    let backlog = rt.queue.len().saturating_sub(2 * ending);
     if backlog == 0 || rt.queue.idle() > 0 {
         return false;
     }
@@ -298,7 +312,7 @@ fn shed_idle(rt: &Runtime) -> bool {
     }
     for item in shed {
         if let Waiting::Conn(conn) = item {
-            rt.queue.push(Task::Shutdown(conn));
+            rt.shutdown(conn);
         }
     }
     true

@@ -50,7 +50,8 @@ impl<T> WorkQueue<T> {
     }
 
     fn publish_idle(&self, inner: &Inner<T>) {
-        self.idle.store(inner.waiting.saturating_sub(inner.items.len()), Ordering::Release);
+        // SeqCst: pairs with the listener's pause flag (see child.rs).
+        self.idle.store(inner.waiting.saturating_sub(inner.items.len()), Ordering::SeqCst);
         self.queued.store(inner.items.len(), Ordering::Release);
     }
 
@@ -66,7 +67,10 @@ impl<T> WorkQueue<T> {
     }
 
     /// Blocks until there is an item, or the queue is closed and drained.
-    pub fn pop(&self) -> Popped<T> {
+    /// `on_idle` runs once the caller counts as idle and before it sleeps,
+    /// so that whoever watches the idle count (the listener's accept limit)
+    /// can be told at the moment it changes.
+    pub fn pop(&self, on_idle: impl Fn()) -> Popped<T> {
         let mut inner = self.lock();
         loop {
             if let Some((at, item)) = inner.items.pop_front() {
@@ -78,6 +82,7 @@ impl<T> WorkQueue<T> {
             }
             inner.waiting += 1;
             self.publish_idle(&inner);
+            on_idle();
             inner = self.ready.wait(inner).unwrap_or_else(|e| e.into_inner());
             inner.waiting -= 1;
             self.publish_idle(&inner);
@@ -86,7 +91,7 @@ impl<T> WorkQueue<T> {
 
     /// Workers that would take an item at once.
     pub fn idle(&self) -> usize {
-        self.idle.load(Ordering::Acquire)
+        self.idle.load(Ordering::SeqCst)
     }
 
     pub fn len(&self) -> usize {
@@ -133,15 +138,15 @@ mod tests {
         q.push(1);
         q.push(2);
         assert_eq!(q.idle(), 0);
-        assert!(matches!(q.pop(), Popped::Item(1, _)));
-        assert!(matches!(q.pop(), Popped::Item(2, _)));
+        assert!(matches!(q.pop(|| ()), Popped::Item(1, _)));
+        assert!(matches!(q.pop(|| ()), Popped::Item(2, _)));
 
         // Each worker takes one item then exits, so the idle count moves
         // only with the pushes.
         let workers: Vec<_> = (0..3)
             .map(|_| {
                 let q = Arc::clone(&q);
-                thread::spawn(move || q.pop())
+                thread::spawn(move || q.pop(|| ()))
             })
             .collect();
         wait_for(|| q.idle() == 3);
@@ -151,7 +156,7 @@ mod tests {
         let got: Vec<Popped<i32>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         assert_eq!(got.iter().filter(|p| matches!(p, Popped::Item(10, _))).count(), 1);
         assert_eq!(got.iter().filter(|p| **p == Popped::Closed).count(), 2);
-        assert_eq!(q.pop(), Popped::Closed);
+        assert_eq!(q.pop(|| ()), Popped::Closed);
     }
 
     #[test]
@@ -159,8 +164,8 @@ mod tests {
         let q = WorkQueue::default();
         q.push("a");
         q.close();
-        assert!(matches!(q.pop(), Popped::Item("a", _)));
-        assert_eq!(q.pop(), Popped::Closed);
+        assert!(matches!(q.pop(|| ()), Popped::Item("a", _)));
+        assert_eq!(q.pop(|| ()), Popped::Closed);
     }
 
     #[test]

@@ -719,3 +719,34 @@ pub fn register_status_hook(f: unsafe extern "C" fn(*mut sys::request_rec, i32) 
         sys::apr_optional_hook_add(c"status_hook".as_ptr(), Some(pfn), ptr::null(), ptr::null(), sys::APR_HOOK_MIDDLE as i32);
     }
 }
+
+/// Whether a module is loaded, by its source file name ("mod_reqtimeout.c").
+pub fn module_loaded(name: &CStr) -> bool {
+    // SAFETY: read-only lookup in httpd's module list.
+    !unsafe { sys::ap_find_linked_module(name.as_ptr()) }.is_null()
+}
+
+/// The arguments of every occurrence of `directive` in the main server's
+/// configuration (outside virtual hosts and directory sections; inside
+/// conditional sections such as <IfModule>), in file order.
+pub fn main_server_directive(directive: &str) -> Vec<String> {
+    fn walk(mut d: *mut sys::ap_directive_t, name: &str, out: &mut Vec<String>) {
+        while !d.is_null() {
+            // SAFETY: ap_conftree is the parsed configuration, alive while
+            // the configuration is; its nodes are read only.
+            let (dname, args, child, next) = unsafe {
+                (super::cstr((*d).directive), super::cstr((*d).args), (*d).first_child, (*d).next)
+            };
+            if dname.eq_ignore_ascii_case(name) {
+                out.push(args.to_owned());
+            } else if dname.len() > 3 && dname[..3].eq_ignore_ascii_case("<If") {
+                walk(child, name, out);
+            }
+            d = next;
+        }
+    }
+    let mut out = Vec::new();
+    // SAFETY: copying the global tree pointer.
+    walk(unsafe { sys::ap_conftree }, directive, &mut out);
+    out
+}
