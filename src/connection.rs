@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::child::Runtime;
+use crate::child::{Mode, Runtime};
 use crate::ffi::httpd::{self, Connection};
 use crate::ffi::pool::Pool;
 use crate::ffi::socket::{self, ClientSocket};
@@ -274,6 +274,13 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task) {
         }
         Task::Shutdown(conn) => {
             conn.resume(w);
+            // An idle keep-alive connection (shed, or at its timeout) whose
+            // next request came while this task waited is served, not cut.
+            let mut byte = [0u8; 1];
+            if conn.state() == KEEPALIVE && matches!(socket::peek(conn.fd, &mut byte), Ok(1)) {
+                conn.set_state(PROCESSING);
+                return advance(rt, conn);
+            }
             if !conn.is_lingering() {
                 conn.c.set_note(c"short-lingering-close");
                 conn.set_state(LINGER);
@@ -313,7 +320,14 @@ fn advance(rt: &Runtime, conn: Box<Conn>) {
                         let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
                         return conn.park(rt, Wait::WriteCompletion, t, Instant::now(), interest);
                     }
-                    Ok(after) if !after.keepalive || after.aborted || rt.stopping() => conn.set_state(LINGER),
+                    // A child stopping gracefully still keeps the connection
+                    // its response promised to keep: the client may already
+                    // be sending the next request, which is answered with
+                    // "Connection: close" (or the connection ends at its
+                    // KeepAliveTimeout).
+                    Ok(after) if !after.keepalive || after.aborted || rt.mode() == Mode::Ungraceful => {
+                        conn.set_state(LINGER)
+                    }
                     Ok(after) if after.pending_input => conn.set_state(PROCESSING),
                     Ok(_) => conn.set_state(KEEPALIVE),
                 }

@@ -19,6 +19,10 @@ use crate::timers::{Token, Wait};
 const SHORTAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// Least time between two rounds of shedding idle keep-alive connections.
 const SHED_INTERVAL: Duration = Duration::from_millis(100);
+/// Only connections idle at least this long are shed: a client that is
+/// busy on its connection would likely be sending its next request just as
+/// we close it.
+const MIN_IDLE_TO_SHED: Duration = Duration::from_secs(1);
 /// While accepting is paused for the connection limit, the limit is looked
 /// at again at least this often, whatever wakes (or fails to wake) us.
 const PAUSED_RECHECK: Duration = Duration::from_millis(50);
@@ -299,7 +303,7 @@ fn shed_idle(rt: &Runtime) -> bool {
     }
     let shed = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let s = parked.take_oldest(Wait::KeepAlive, backlog);
+        let s = parked.take_oldest(Wait::KeepAlive, backlog, Instant::now() - MIN_IDLE_TO_SHED);
         rt.publish(&parked);
         s
     };

@@ -82,16 +82,20 @@ impl Poller {
         cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
     }
 
-    /// Watches a listening socket. EPOLLEXCLUSIVE wakes one child per new
-    /// connection instead of every child of the bucket.
+    /// Watches a listening socket. Not EPOLLEXCLUSIVE: the one child woken
+    /// could be one that stops accepting at that moment (its connection
+    /// limit), and the connection would wait in the backlog until another
+    /// arrives; every child of the bucket is woken instead, and the ones
+    /// that lose the race get EAGAIN from their non-blocking accept.
     pub fn add_listener(&self, fd: RawFd, index: usize) -> io::Result<()> {
-        let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, LISTENER_BASE + index as u64)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_BASE + index as u64)
     }
 
-    /// Watches the pipe of death; one child of the bucket wakes per message.
+    /// Watches the pipe of death (level-triggered, not exclusive, for the
+    /// same reason as listeners: every message must reach a child that
+    /// reads it).
     pub fn add_pod(&self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32, POD)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, POD)
     }
 
     /// The waker's descriptor, for a signal handler (write is

@@ -187,21 +187,23 @@ impl<T> Parked<T> {
         out
     }
 
-    /// Removes up to `n` of the oldest entries of one kind.
-    pub fn take_oldest(&mut self, wait: Wait, n: usize) -> Vec<T> {
-        let mut heads: Vec<(Instant, Token)> = Vec::new();
+    /// Removes up to `n` of the oldest entries of one kind, among those
+    /// parked before `parked_before`.
+    pub fn take_oldest(&mut self, wait: Wait, n: usize, parked_before: Instant) -> Vec<T> {
         let mut out = Vec::new();
         while out.len() < n {
-            heads.clear();
-            heads.extend(
-                self.queues.iter().filter(|q| q.wait == wait).filter_map(|q| self.head_token(q)).map(|(t, d)| (d, t)),
-            );
-            // The oldest is the one parked first: deadline minus timeout.
-            let oldest = heads.iter().min_by_key(|(d, t)| {
-                let q = &self.queues[self.slots[t.index()].entry.as_ref().expect("head").queue];
-                *d - q.timeout
-            });
-            let Some(&(_, token)) = oldest else { break };
+            // Each queue's head is its oldest; the oldest of all is the one
+            // parked first (deadline minus the queue's timeout).
+            let oldest = self
+                .queues
+                .iter()
+                .filter(|q| q.wait == wait)
+                .filter_map(|q| self.head_token(q).map(|(t, d)| (d - q.timeout, t)))
+                .min_by_key(|&(since, _)| since);
+            let Some((since, token)) = oldest else { break };
+            if since >= parked_before {
+                break;
+            }
             out.extend(self.remove(token).map(|(item, _, _)| item));
         }
         out
@@ -334,8 +336,9 @@ mod tests {
         p.insert("b-short", Wait::KeepAlive, 2 * S, t0 + S);
         p.insert("c-long", Wait::KeepAlive, 10 * S, t0 + 2 * S);
         p.insert("linger", Wait::Linger, S, t0);
-        assert_eq!(p.take_oldest(Wait::KeepAlive, 2), vec!["a-long", "b-short"]);
-        assert_eq!(p.take_oldest(Wait::KeepAlive, 5), vec!["c-long"]);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 2, t0 + 10 * S), vec!["a-long", "b-short"]);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 2 * S), Vec::<&str>::new(), "too young");
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 3 * S), vec!["c-long"]);
         assert_eq!(p.count(Wait::Linger), 1);
     }
 
