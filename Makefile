@@ -3,6 +3,7 @@
 #   make            build build/mod_mpm_event_rs.so (cargo build --release)
 #   make test       install missing Debian packages, build, run all tests
 #   make run        build and start httpd in the foreground on 127.0.0.1:$(PORT)
+#   make bench      build, then benchmark against stock event/worker and nginx (QUICK=1: ~3 min)
 #   make install    copy the module to `apxs -q LIBEXECDIR` (+ Debian mods-available files)
 #   make deps       install missing Debian packages (scripts/deps.sh)
 #   make clean      remove target/ and build/
@@ -75,6 +76,16 @@ test: deps all
 run: $(RUN_PREREQ)
 	scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \
 	    --run-dir "$(abspath $(RUN_DIR))" --loglevel "$(LOGLEVEL)" --httpd "$(HTTPD)"
+
+# `make bench`: bench/README.md. QUICK=1 is the short mode (ours and stock
+# event, 3 rounds, under 3 minutes); PROFILE=1 runs perf and strace on ours
+# and stock event instead; BENCH_ARGS passes more options to bench/bench.py
+# (e.g. BENCH_ARGS="--servers ours,event,nginx --rounds 7"). Results go to
+# bench/results/. MPM_MODULE=other.so benchmarks that module as "ours".
+.PHONY: bench
+bench: $(RUN_PREREQ)
+	bench/bench.sh $(if $(filter-out 0,$(PROFILE)),--profile,$(if $(filter-out 0,$(QUICK)),--quick)) \
+	    --module "$(MPM_MODULE)" $(BENCH_ARGS)
 
 # The module is written to a temporary name and renamed, so that a running
 # httpd that has the old file mapped keeps working until it is restarted.
