@@ -228,21 +228,36 @@ impl Runtime {
     /// Stock's connections_above_limit: accept no more while open
     /// connections (less lingering ones) reach ThreadsPerChild plus
     /// AsyncRequestWorkerFactor per idle worker, or no worker is idle.
-    pub fn above_limit(&self) -> bool {
+    ///
+    /// `hysteresis`: count one idle worker less, as stock does while it is
+    /// not accepting because of the connection count, so that accepting
+    /// does not flip on and off around the limit. A pause for want of an
+    /// idle worker ends as soon as one is idle again (each worker going
+    /// idle wakes the listener for that), without hysteresis: else, with
+    /// many connections on a child, new ones would wait for several idle
+    /// workers at once, which a loaded child rarely has.
+    pub fn above_limit(&self, hysteresis: bool) -> Limit {
         let idle = self.queue.idle() as u32;
         if idle == 0 {
-            return true;
+            return Limit::Busy;
         }
         let conns = self.connections.load(Ordering::Acquire);
         let lingering = self.lingering.load(Ordering::Acquire);
-        // One less idle worker counts while paused, so that accepting does
-        // not flip on and off around the limit.
-        let paused = u32::from(self.accept_paused.load(Ordering::SeqCst));
         let limit = self.cfg.threads_per_child as u32
-            + idle.saturating_sub(paused) * (self.cfg.worker_factor / config::WORKER_FACTOR_SCALE);
-        conns > lingering && conns - lingering >= limit
+            + idle.saturating_sub(u32::from(hysteresis)) * (self.cfg.worker_factor / config::WORKER_FACTOR_SCALE);
+        if conns > lingering && conns - lingering >= limit { Limit::Connections } else { Limit::Under }
     }
 
+}
+
+/// Where a child stands against its accept limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Under,
+    /// No worker is idle.
+    Busy,
+    /// Too many connections for the idle workers (AsyncRequestWorkerFactor).
+    Connections,
 }
 
 /// Per-thread start argument.

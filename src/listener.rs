@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::child::{self, Mode, Runtime};
+use crate::child::{self, Limit, Mode, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
 use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{Accepted, Listener};
@@ -34,6 +34,8 @@ struct Accepting<'a> {
     closed: bool,
     backoff_until: Option<Instant>,
     shortage_logged: bool,
+    /// Why accepting was last paused for the accept limit.
+    paused_for: Limit,
 }
 
 impl Accepting<'_> {
@@ -71,7 +73,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             rt.stop(Mode::Graceful);
         }
     }
-    let mut acc = Accepting { listeners, on: false, closed: false, backoff_until: None, shortage_logged: false };
+    let mut acc = Accepting { listeners, on: false, closed: false, backoff_until: None, shortage_logged: false, paused_for: Limit::Under };
     acc.set(rt, true);
     let mut events = Events::with_capacity(256);
     let mut peek_buf = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
@@ -146,7 +148,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             acc.backoff_until = None;
         }
         let paused = rt.accept_paused.load(Ordering::SeqCst);
-        if !rt.stopping() && acc.backoff_until.is_none() && paused && !rt.above_limit() {
+        let hysteresis = acc.paused_for == Limit::Connections;
+        if !rt.stopping() && acc.backoff_until.is_none() && paused && rt.above_limit(hysteresis) == Limit::Under {
             rt.accept_paused.store(false, Ordering::SeqCst);
             acc.set(rt, true);
         }
@@ -184,12 +187,14 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
     if !acc.on || rt.stopping() {
         return;
     }
-    if rt.above_limit() {
+    let limit = rt.above_limit(false);
+    if limit != Limit::Under {
         // Pause, then look again: a worker that went idle in between saw no
         // pause and did not wake us (SeqCst on both sides).
+        acc.paused_for = limit;
         rt.accept_paused.store(true, Ordering::SeqCst);
         acc.set(rt, false);
-        if !rt.above_limit() {
+        if rt.above_limit(false) == Limit::Under {
             rt.accept_paused.store(false, Ordering::SeqCst);
             acc.set(rt, true);
             return;
