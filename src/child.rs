@@ -214,7 +214,10 @@ impl Runtime {
             connections: self.connections.load(Ordering::Acquire),
             write_completion: parked.count(Wait::WriteCompletion) as u32,
             lingering_close: self.lingering.load(Ordering::Acquire),
-            keep_alive: (parked.count(Wait::KeepAlive) + parked.count(Wait::Head)) as u32,
+            keep_alive: [Wait::KeepAlive, Wait::KeepAliveWhole, Wait::Idle, Wait::Head]
+                .iter()
+                .map(|&w| parked.count(w) as u32)
+                .sum(),
             wait_io: parked.count(Wait::WaitIo) as u32,
         });
     }
@@ -325,7 +328,7 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             rt.shutdowns_queued.fetch_sub(1, Ordering::AcqRel);
         }
         let fd: RawFd = match &task {
-            Task::New(n) => n.sock.fd(),
+            Task::New(n) => n.fd(),
             Task::Resume(c) | Task::Shutdown(c) => c.fd(),
             Task::Callback(_) => -1,
         };

@@ -48,22 +48,55 @@ pub struct Callback {
     pub baton: crate::ffi::SendPtr<std::ffi::c_void>,
 }
 
-/// An accepted socket and the transaction pool it lives in.
+/// A client socket without a conn_rec: just accepted, or an idle
+/// keep-alive connection whose conn_rec and pool were let go.
 pub struct NewSocket {
-    pub sock: ClientSocket,
-    pub pool: Pool,
-    /// Known to epoll already (it waited there for its request head).
+    pub origin: Origin,
+    /// Known to epoll already.
     pub registered: bool,
     /// Its request head did not arrive in time (see `expired`).
     pub head_expired: bool,
 }
 
+pub enum Origin {
+    /// Just accepted, in the transaction pool it was accepted into.
+    Accepted(ClientSocket, Pool),
+    Idle(Box<Dehydrated>),
+}
+
+/// What is kept of a keep-alive connection idle long enough to give its
+/// memory back: a few hundred bytes instead of its pool (see `dehydrate`).
+pub struct Dehydrated {
+    fd: RawFd,
+    addrs: socket::Addrs,
+    /// Requests served so far, for MaxKeepAliveRequests.
+    keepalives: i32,
+    ka_timeout: i64,
+    io_timeout: i64,
+}
+
 impl NewSocket {
-    /// Closes a socket that never became a connection.
+    pub fn accepted(sock: ClientSocket, pool: Pool) -> Self {
+        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        match &self.origin {
+            Origin::Accepted(s, _) => s.fd(),
+            Origin::Idle(d) => d.fd,
+        }
+    }
+
+    /// Closes a socket that has no connection (any more).
     pub fn close(self, rt: &Runtime) {
-        self.sock.close();
+        match self.origin {
+            Origin::Accepted(sock, pool) => {
+                sock.close();
+                rt.recycle(pool);
+            }
+            Origin::Idle(d) => socket::close_fd(d.fd),
+        }
         rt.connection_closed(false);
-        rt.recycle(self.pool);
     }
 }
 
@@ -77,7 +110,7 @@ impl Waiting {
     pub fn fd(&self) -> RawFd {
         match self {
             Waiting::Conn(c) => c.fd,
-            Waiting::New(n) => n.sock.fd(),
+            Waiting::New(n) => n.fd(),
         }
     }
 
@@ -115,6 +148,8 @@ pub struct Conn {
     io_timeout: AtomicI64,
     /// Known to epoll (armed at least once).
     registered: bool,
+    /// Modules were told it left its worker (and not told it came back).
+    suspended: bool,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -131,14 +166,42 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { sock, pool, registered, head_expired } = new;
+        let NewSocket { origin, registered, head_expired } = new;
+        let (sock, pool, idle) = match origin {
+            Origin::Accepted(sock, pool) => (sock, pool, None),
+            Origin::Idle(mut d) => {
+                let pool = match rt.pool() {
+                    Ok(p) => p,
+                    Err(rv) => {
+                        log::error(sys::APLOG_CRIT, rv, "AH03097: Failed to create transaction pool");
+                        socket::close_fd(d.fd);
+                        rt.connection_closed(false);
+                        return None;
+                    }
+                };
+                let Some(sock) = ClientSocket::adopt(d.fd, &mut d.addrs, &pool) else {
+                    socket::close_fd(d.fd);
+                    rt.connection_closed(false);
+                    rt.recycle(pool);
+                    return None;
+                };
+                (sock, pool, Some(d))
+            }
+        };
         let parts = httpd::connection_parts(&pool, w.slot, w.index);
         let Some(c) = Connection::create(&pool, sock, w.conn_id, &parts) else {
+            sock.close();
             rt.connection_closed(false);
             rt.recycle(pool);
             return None;
         };
-        let (ka, io) = httpd::server_timeouts();
+        let (ka, io) = match &idle {
+            Some(d) => {
+                c.set_keepalives(d.keepalives);
+                (d.ka_timeout, d.io_timeout)
+            }
+            None => httpd::server_timeouts(),
+        };
         let conn = Box::new(Conn {
             cs: UnsafeCell::new(sys::conn_state_t {
                 state: PROCESSING,
@@ -151,6 +214,7 @@ impl Conn {
             ka_timeout: AtomicI64::new(ka),
             io_timeout: AtomicI64::new(io),
             registered,
+            suspended: false,
             linger_since: None,
             pool,
         });
@@ -198,10 +262,6 @@ impl Conn {
         self.fd
     }
 
-    pub fn socket(&self) -> ClientSocket {
-        self.sock
-    }
-
     pub fn is_lingering(&self) -> bool {
         self.linger_since.is_some()
     }
@@ -218,28 +278,69 @@ impl Conn {
     /// `c->cs`) while this Conn still exists.
     pub fn close(mut self: Box<Self>, rt: &Runtime) {
         self.sock.close();
-        self.pool.clear();
+        self.release_pool();
         let lingering = self.linger_since.is_some();
         let Conn { pool, .. } = *self;
         rt.connection_closed(lingering);
         rt.recycle(pool);
     }
 
-    /// The parked connection goes back to a worker.
-    fn resume(&self, w: &Worker) {
-        httpd::update_sb_handle(self.sbh, w.slot, w.index);
-        self.c.resume(w.thread, w.conn_id, self.sbh);
+    /// Clears the pool. A parked connection is suspended as far as modules
+    /// know: they are told it resumes first, as stock does before cleanup.
+    fn release_pool(&mut self) {
+        if std::mem::take(&mut self.suspended) {
+            self.c.resume_for_cleanup();
+        }
+        self.pool.clear();
     }
 
-    fn park(self: Box<Self>, rt: &Runtime, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
-        self.c.suspend();
+    /// Lets an idle keep-alive connection's conn_rec and pool go, keeping
+    /// only its socket (still armed in epoll) and what the next request
+    /// needs: an idle connection then costs a few hundred bytes instead of
+    /// tens of KiB. Only plain HTTP/1.x connections with nothing buffered
+    /// qualify (a TLS session, or a module's state, cannot be rebuilt).
+    pub fn dehydrate(mut self: Box<Self>, rt: &Runtime) -> Result<NewSocket, Box<Conn>> {
+        if !self.c.is_plain() {
+            return Err(self);
+        }
+        let (fd, addrs) = self.sock.steal(&self.pool);
+        let d = Dehydrated {
+            fd,
+            addrs,
+            keepalives: self.c.keepalives(),
+            ka_timeout: self.ka_timeout.load(Ordering::Relaxed),
+            io_timeout: self.io_timeout.load(Ordering::Relaxed),
+        };
+        self.release_pool();
+        let Conn { pool, .. } = *self;
+        rt.recycle(pool);
+        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false })
+    }
+
+    /// The parked connection goes back to a worker.
+    fn resume(&mut self, w: &Worker) {
+        httpd::update_sb_handle(self.sbh, w.slot, w.index);
+        self.c.resume(w.thread, w.conn_id, self.sbh);
+        self.suspended = false;
+    }
+
+    fn park(mut self: Box<Self>, rt: &Runtime, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
+        self.suspend_hooks();
         rt.park(Waiting::Conn(self), wait, timeout, since, interest);
+    }
+
+    /// The connection leaves its worker (suspend_connection hooks).
+    fn suspend_hooks(&mut self) {
+        if !self.suspended {
+            self.c.suspend();
+            self.suspended = true;
+        }
     }
 
     /// SUSPENDED: a module owns the connection until one of its timed
     /// callbacks moves it on; it waits in the runtime's suspended set.
-    fn suspend(self: Box<Self>, rt: &Runtime) {
-        self.c.suspend();
+    fn suspend(mut self: Box<Self>, rt: &Runtime) {
+        self.suspend_hooks();
         rt.suspend(self);
     }
 
@@ -263,16 +364,16 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task) {
             // SAFETY: the module registered this function with this argument.
             unsafe { (cb.func)(cb.baton.0) };
             // The callback may have finished a suspended connection.
-            for conn in rt.take_unsuspended() {
+            for mut conn in rt.take_unsuspended() {
                 conn.resume(w);
                 advance(rt, conn);
             }
         }
-        Task::Resume(conn) => {
+        Task::Resume(mut conn) => {
             conn.resume(w);
             advance(rt, conn);
         }
-        Task::Shutdown(conn) => {
+        Task::Shutdown(mut conn) => {
             conn.resume(w);
             // An idle keep-alive connection (shed, or at its timeout) whose
             // next request came while this task waited is served, not cut.
@@ -336,7 +437,8 @@ fn advance(rt: &Runtime, conn: Box<Conn>) {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
                 conn.take_sense(Interest::Read);
                 let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
-                return conn.park(rt, Wait::KeepAlive, t, Instant::now(), Interest::Read);
+                let wait = if conn.c.is_plain() { Wait::KeepAlive } else { Wait::KeepAliveWhole };
+                return conn.park(rt, wait, t, Instant::now(), Interest::Read);
             }
             SUSPENDED => return conn.suspend(rt),
             _ => conn.set_state(LINGER),
@@ -378,7 +480,6 @@ fn lingering_close(rt: &Runtime, mut conn: Box<Conn>) {
         rt.lingering_started();
         conn.sock.set_timeout(LINGER_SHORT_TIME.as_micros() as i64);
         if conn.c.start_lingering_close() {
-            conn.c.suspend();
             return conn.close(rt);
         }
         conn.sock.set_timeout(0);
@@ -387,7 +488,7 @@ fn lingering_close(rt: &Runtime, mut conn: Box<Conn>) {
         conn.set_state(if short { LINGER_SHORT } else { LINGER_NORMAL });
         conn.take_sense(Interest::Read);
     }
-    conn.c.suspend();
+    conn.suspend_hooks();
     linger(rt, conn);
 }
 
@@ -411,10 +512,14 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
 pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) {
     let conn = match item {
         Waiting::New(new) => {
-            match peek.map(|buf| look(new.sock.fd(), buf)) {
+            match peek.map(|buf| look(new.fd(), buf)) {
                 Some(Look::Wait(bytes)) => {
-                    let t = head_time(rt, bytes, httpd::server_timeouts().1);
-                    rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
+                    let io = match &new.origin {
+                        Origin::Idle(d) => d.io_timeout,
+                        Origin::Accepted(..) => httpd::server_timeouts().1,
+                    };
+                    let since = if wait == Wait::Head { since } else { Instant::now() };
+                    rt.park(Waiting::New(new), Wait::Head, head_time(rt, bytes, io), since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
                 _ => rt.queue.push(Task::New(new)),
@@ -425,7 +530,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
     };
     match wait {
         Wait::Linger => linger(rt, conn),
-        Wait::KeepAlive | Wait::Head => {
+        Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
             if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf)) {
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
@@ -442,6 +547,23 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
         }
         Wait::WriteCompletion => rt.queue.push(Task::Resume(conn)),
     }
+}
+
+/// Dehydrates, on the listener, the plain keep-alive connections idle since
+/// before `idle_since`; they wait on with the same deadline. Returns how
+/// many pools were given back.
+pub fn dehydrate_idle(rt: &Runtime, idle_since: Instant) -> usize {
+    let old = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).take_oldest(Wait::KeepAlive, usize::MAX, idle_since);
+    let n = old.len();
+    for (item, since) in old {
+        let Waiting::Conn(conn) = item else { continue };
+        let timeout = usecs(conn.ka_timeout.load(Ordering::Relaxed));
+        match conn.dehydrate(rt) {
+            Ok(new) => rt.park(Waiting::New(new), Wait::Idle, timeout, since, Interest::Read),
+            Err(conn) => rt.park(Waiting::Conn(conn), Wait::KeepAliveWhole, timeout, since, Interest::Read),
+        }
+    }
+    n
 }
 
 /// A request head did not arrive by its deadline (mod_reqtimeout's header
@@ -464,6 +586,8 @@ fn log_head_timeout() {
 /// A parked connection's deadline passed (on the listener thread).
 pub fn expired(rt: &Runtime, item: Waiting, wait: Wait) {
     match (item, wait) {
+        // An idle socket that sent nothing: a plain close ends it cleanly.
+        (Waiting::New(new), Wait::Idle) => new.close(rt),
         // Only a worker can make the conn_rec needed for a lingering close.
         (Waiting::New(mut new), _) => {
             new.head_expired = true;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::child::{self, Limit, Mode, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
 use crate::ffi::httpd::{self, Pod, PodSignal};
-use crate::ffi::socket::{Accepted, Listener};
+use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
 use crate::stats;
@@ -23,6 +23,12 @@ const SHED_INTERVAL: Duration = Duration::from_millis(100);
 /// busy on its connection would likely be sending its next request just as
 /// we close it.
 const MIN_IDLE_TO_SHED: Duration = Duration::from_secs(1);
+/// A plain keep-alive connection idle this long gives its pool back
+/// (connection::dehydrate): a client that comes back sooner is served
+/// without the cost of a new conn_rec.
+const DEHYDRATE_AFTER: Duration = Duration::from_millis(250);
+/// Least time between two returns of freed memory to the system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// While accepting is paused for the connection limit, the limit is looked
 /// at again at least this often, whatever wakes (or fails to wake) us.
 const PAUSED_RECHECK: Duration = Duration::from_millis(50);
@@ -79,6 +85,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     let mut peek_buf = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
     let mut graceful_begun = false;
     let mut last_shed = Instant::now();
+    let mut last_trim = Instant::now();
+    let mut dehydrated = 0;
 
     loop {
         match rt.mode() {
@@ -140,6 +148,12 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
+        dehydrated += connection::dehydrate_idle(rt, now - DEHYDRATE_AFTER);
+        if dehydrated > 0 && now.duration_since(last_trim) >= TRIM_INTERVAL {
+            socket::trim_heap();
+            last_trim = now;
+            dehydrated = 0;
+        }
         publish_stats(rt);
         if !rt.stopping() && now.duration_since(last_shed) >= SHED_INTERVAL && shed_idle(rt) {
             last_shed = now;
@@ -164,10 +178,13 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 /// The earliest of: a parked connection's deadline, a timed callback, the
 /// end of an accept back-off.
 fn next_deadline(rt: &Runtime, acc: &Accepting) -> Option<Instant> {
-    let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner()).next_expiry();
+    let (expiry, dehydrate) = {
+        let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        (parked.next_expiry(), parked.oldest(Wait::KeepAlive).map(|t| t + DEHYDRATE_AFTER))
+    };
     let timer = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
-    [parked, timer, acc.backoff_until, recheck].into_iter().flatten().min()
+    [expiry, dehydrate, timer, acc.backoff_until, recheck].into_iter().flatten().min()
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers
@@ -220,7 +237,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
                 acc.shortage_logged = false;
             }
             rt.connection_opened();
-            connection::accepted(rt, NewSocket { sock, pool, registered: false, head_expired: false }, peek);
+            connection::accepted(rt, NewSocket::accepted(sock, pool), peek);
             if rt.conns_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
                 rt.stop(Mode::Graceful);
@@ -308,7 +325,12 @@ fn shed_idle(rt: &Runtime) -> bool {
     }
     let shed = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let s = parked.take_oldest(Wait::KeepAlive, backlog, Instant::now() - MIN_IDLE_TO_SHED);
+        let before = Instant::now() - MIN_IDLE_TO_SHED;
+        let mut s = Vec::new();
+        // Dehydrated ones first: they have been idle longest.
+        for wait in [Wait::Idle, Wait::KeepAlive, Wait::KeepAliveWhole] {
+            s.extend(parked.take_oldest(wait, backlog - s.len(), before));
+        }
         rt.publish(&parked);
         s
     };
@@ -319,9 +341,10 @@ fn shed_idle(rt: &Runtime) -> bool {
         log::error(sys::APLOG_DEBUG, 0, &format!(
             "all workers busy with {backlog} tasks waiting: closing {} idle keep-alive connections", shed.len()));
     }
-    for item in shed {
-        if let Waiting::Conn(conn) = item {
-            rt.shutdown(conn);
+    for (item, _) in shed {
+        match item {
+            Waiting::Conn(conn) => rt.shutdown(conn),
+            Waiting::New(new) => new.close(rt),
         }
     }
     true

@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 /// Why a connection waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wait {
-    /// Idle between requests, KeepAliveTimeout.
+    /// Idle between requests, KeepAliveTimeout; plain HTTP/1.x, so it may
+    /// be dehydrated (see connection.rs) once idle long enough.
     KeepAlive,
+    /// Idle between requests, kept whole (TLS and the like).
+    KeepAliveWhole,
+    /// Idle between requests, dehydrated: a socket without a conn_rec.
+    Idle,
     /// Flushing a response, Timeout.
     WriteCompletion,
     /// A module waits for I/O (CONN_STATE_ASYNC_WAITIO), Timeout.
@@ -172,24 +177,18 @@ impl<T> Parked<T> {
         out
     }
 
-    /// Removes every entry of one kind, oldest first (a stopping child closes
-    /// its idle keep-alive connections).
-    pub fn take_all(&mut self, wait: Wait) -> Vec<T> {
-        let mut out = Vec::new();
-        for qi in 0..self.queues.len() {
-            if self.queues[qi].wait != wait {
-                continue;
-            }
-            while let Some((token, _)) = self.head_token(&self.queues[qi]) {
-                out.extend(self.remove(token).map(|(item, _, _)| item));
-            }
-        }
-        out
+    /// When the oldest entry of one kind was parked.
+    pub fn oldest(&self, wait: Wait) -> Option<Instant> {
+        self.queues
+            .iter()
+            .filter(|q| q.wait == wait)
+            .filter_map(|q| self.head_token(q).map(|(_, d)| d - q.timeout))
+            .min()
     }
 
     /// Removes up to `n` of the oldest entries of one kind, among those
-    /// parked before `parked_before`.
-    pub fn take_oldest(&mut self, wait: Wait, n: usize, parked_before: Instant) -> Vec<T> {
+    /// parked before `parked_before`, with when each was parked.
+    pub fn take_oldest(&mut self, wait: Wait, n: usize, parked_before: Instant) -> Vec<(T, Instant)> {
         let mut out = Vec::new();
         while out.len() < n {
             // Each queue's head is its oldest; the oldest of all is the one
@@ -204,7 +203,7 @@ impl<T> Parked<T> {
             if since >= parked_before {
                 break;
             }
-            out.extend(self.remove(token).map(|(item, _, _)| item));
+            out.extend(self.remove(token).map(|(item, _, since)| (item, since)));
         }
         out
     }
@@ -323,7 +322,7 @@ mod tests {
         assert_eq!(p.remove(c), Some((3, Wait::KeepAlive, t0)));
         assert_eq!(p.remove(a), Some((1, Wait::KeepAlive, t0)));
         assert_eq!(p.count(Wait::KeepAlive), 0);
-        assert_eq!(p.take_all(Wait::Linger), vec![4]);
+        assert_eq!(p.take_oldest(Wait::Linger, 9, t0 + S), vec![(4, t0)]);
         assert_eq!(p.next_expiry(), None);
         assert!(d.0 <= Token::MAX);
     }
@@ -336,9 +335,9 @@ mod tests {
         p.insert("b-short", Wait::KeepAlive, 2 * S, t0 + S);
         p.insert("c-long", Wait::KeepAlive, 10 * S, t0 + 2 * S);
         p.insert("linger", Wait::Linger, S, t0);
-        assert_eq!(p.take_oldest(Wait::KeepAlive, 2, t0 + 10 * S), vec!["a-long", "b-short"]);
-        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 2 * S), Vec::<&str>::new(), "too young");
-        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 3 * S), vec!["c-long"]);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 2, t0 + 10 * S), vec![("a-long", t0), ("b-short", t0 + S)]);
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 2 * S), vec![], "too young");
+        assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 3 * S), vec![("c-long", t0 + 2 * S)]);
         assert_eq!(p.count(Wait::Linger), 1);
     }
 
@@ -355,16 +354,5 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.due(t0 + 3 * S), vec!["late"]);
         assert!(s.is_empty());
-    }
-
-    #[test]
-    fn take_all_keeps_other_kinds() {
-        let t0 = Instant::now();
-        let mut p = Parked::default();
-        for i in 0..5 {
-            p.insert(i, if i % 2 == 0 { Wait::KeepAlive } else { Wait::Linger }, S, t0);
-        }
-        assert_eq!(p.take_all(Wait::KeepAlive), vec![0, 2, 4]);
-        assert_eq!(p.count(Wait::Linger), 2);
     }
 }

@@ -96,3 +96,22 @@ fn idle_connection_closed_after_keep_alive_timeout() {
         "closed after {waited:?}, KeepAliveTimeout is 2 s"
     );
 }
+
+/// A keep-alive connection idle for a while gives its memory back (its
+/// conn_rec is rebuilt for the next request): requests still work across
+/// that, and MaxKeepAliveRequests still counts the requests of the whole
+/// connection (httpd keeps a connection alive for MaxKeepAliveRequests
+/// requests after the first: the 4th answer of `MaxKeepAliveRequests 3`
+/// closes it).
+#[test]
+fn idle_connection_keeps_its_request_count_across_long_pauses() {
+    let server = server().directives("MaxKeepAliveRequests 3").start();
+    let mut conn = server.idle_connection();
+    for n in 2..=4 {
+        thread::sleep(Duration::from_millis(600));
+        let resp = conn.get(SMALL_PATH).unwrap_or_else(|e| panic!("request {n} after a pause: {e}"));
+        assert_eq!(resp.status, 200);
+        assert_body(&resp.body, SMALL_BODY, "small file after a pause");
+        assert_eq!(resp.closes_connection(), n == 4, "request {n} with MaxKeepAliveRequests 3: {:?}", resp.headers);
+    }
+}

@@ -500,6 +500,31 @@ impl Connection {
         unsafe { sys::ap_run_process_connection(self.as_ptr()) }
     }
 
+    /// Plain HTTP: no TLS and not an HTTP/2 stream, so nothing a module
+    /// keeps in the conn_rec between requests needs to survive it.
+    pub fn is_plain(self) -> bool {
+        // SAFETY: live conn_rec; ap_ssl_conn_is_ssl only asks mod_ssl.
+        unsafe { (*self.as_ptr()).master.is_null() && sys::ap_ssl_conn_is_ssl(self.as_ptr()) == 0 }
+    }
+
+    /// Requests served on this connection (for MaxKeepAliveRequests).
+    pub fn keepalives(self) -> i32 {
+        // SAFETY: reads a field of a live conn_rec.
+        unsafe { (*self.as_ptr()).keepalives }
+    }
+
+    pub fn set_keepalives(self, n: i32) {
+        // SAFETY: writes a field of a live conn_rec we own.
+        unsafe { (*self.as_ptr()).keepalives = n };
+    }
+
+    /// Tells modules a suspended connection resumes, just before its pool
+    /// goes (stock's ptrans pre-cleanup).
+    pub fn resume_for_cleanup(self) {
+        // SAFETY: live conn_rec owned by the calling thread.
+        unsafe { sys::ap_run_resume_connection(self.as_ptr(), ptr::null_mut()) };
+    }
+
     pub fn clogging_input(self) -> bool {
         // SAFETY: reads a plain field of a live conn_rec.
         unsafe { sys::conn_rec::clogging_input_filters_raw(self.as_ptr()) != 0 }

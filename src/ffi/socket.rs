@@ -165,3 +165,73 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
+
+/// A client socket's two addresses, kept while the connection has no APR
+/// socket object (a dehydrated idle keep-alive connection).
+pub struct Addrs {
+    local: libc::sockaddr_storage,
+    remote: libc::sockaddr_storage,
+    family: i32,
+}
+
+fn copy_addr(s: *mut sys::apr_socket_t, which: sys::apr_interface_e, out: &mut libc::sockaddr_storage) -> i32 {
+    let mut sa: *mut sys::apr_sockaddr_t = ptr::null_mut();
+    // SAFETY: live socket; the sockaddr it returns lives in the socket's pool
+    // and is copied out (salen bytes, at most the storage size) at once.
+    unsafe {
+        if sys::apr_socket_addr_get(&mut sa, which, s) != 0 || sa.is_null() {
+            return 0;
+        }
+        let len = ((*sa).salen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        ptr::copy_nonoverlapping(ptr::addr_of!((*sa).sa).cast::<u8>(), (out as *mut libc::sockaddr_storage).cast::<u8>(), len);
+        (*sa).family
+    }
+}
+
+impl ClientSocket {
+    /// Takes the descriptor away from APR: the socket object (and its pool)
+    /// can then go without closing it. Returns the fd and its addresses.
+    pub fn steal(self, pool: &Pool) -> (RawFd, Addrs) {
+        // SAFETY: all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
+        let mut addrs: Addrs = unsafe { std::mem::zeroed() };
+        addrs.family = copy_addr(self.as_ptr(), sys::apr_interface_e_APR_REMOTE, &mut addrs.remote);
+        copy_addr(self.as_ptr(), sys::apr_interface_e_APR_LOCAL, &mut addrs.local);
+        let fd = self.fd();
+        let mut none: sys::apr_os_sock_t = -1;
+        let mut s = self.as_ptr();
+        // SAFETY: on an existing socket apr_os_sock_put only replaces its
+        // descriptor; -1 makes the pool cleanup's close a harmless no-op.
+        unsafe { sys::apr_os_sock_put(&mut s, &mut none, pool.as_ptr()) };
+        (fd, addrs)
+    }
+
+    /// Wraps a descriptor taken by `steal` in a new APR socket in `pool`,
+    /// which owns (and will close) it from then on.
+    pub fn adopt(fd: RawFd, addrs: &mut Addrs, pool: &Pool) -> Option<ClientSocket> {
+        let mut os: sys::apr_os_sock_t = fd;
+        let mut info = sys::apr_os_sock_info_t {
+            os_sock: &mut os,
+            local: (&mut addrs.local as *mut libc::sockaddr_storage).cast(),
+            remote: (&mut addrs.remote as *mut libc::sockaddr_storage).cast(),
+            family: addrs.family,
+            type_: libc::SOCK_STREAM,
+            protocol: libc::IPPROTO_TCP,
+        };
+        let mut s = ptr::null_mut();
+        // SAFETY: info points to valid addresses for the call; APR copies them.
+        let rv = unsafe { sys::apr_os_sock_make(&mut s, &mut info, pool.as_ptr()) };
+        if rv != 0 { None } else { NonNull::new(s).map(ClientSocket) }
+    }
+}
+
+/// Closes a descriptor no APR object owns.
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns fd and does not use it after.
+    unsafe { libc::close(fd) };
+}
+
+/// Gives freed heap memory back to the system (glibc keeps it otherwise).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
