@@ -29,8 +29,11 @@ pub enum Mode {
     Ungraceful = 2,
 }
 
-/// Transaction pools kept for reuse, beyond which they are destroyed.
-const MAX_RECYCLED_POOLS: usize = 1024;
+/// Transaction pools kept for reuse beyond ThreadsPerChild, after which
+/// they are destroyed: a pool keeps the memory of the largest connection it
+/// served, and idle connections give theirs back (dehydration) only for it
+/// to be reused or freed, not hoarded.
+const SPARE_RECYCLED_POOLS: usize = 16;
 
 /// What the listener, the workers and the main thread of a child share.
 pub struct Runtime {
@@ -120,7 +123,7 @@ impl Runtime {
     pub fn recycle(&self, mut pool: Pool) {
         pool.clear();
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if pools.len() < MAX_RECYCLED_POOLS {
+        if pools.len() < self.cfg.threads_per_child as usize + SPARE_RECYCLED_POOLS {
             pools.push(pool);
         }
     }

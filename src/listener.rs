@@ -86,7 +86,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     let mut graceful_begun = false;
     let mut last_shed = Instant::now();
     let mut last_trim = Instant::now();
-    let mut dehydrated = 0;
+    // When to give freed memory back, after connections were dehydrated.
+    let mut trim_after: Option<Instant> = None;
 
     loop {
         match rt.mode() {
@@ -103,7 +104,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             Mode::Running => {}
         }
 
-        let deadline = next_deadline(rt, &acc);
+        let deadline = next_deadline(rt, &acc).into_iter().chain(trim_after).min();
         rt.next_wakeup.store(
             deadline.map_or(u64::MAX, |d| d.saturating_duration_since(rt.epoch).as_nanos() as u64),
             Ordering::Release,
@@ -148,11 +149,13 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
-        dehydrated += connection::dehydrate_idle(rt, now - DEHYDRATE_AFTER);
-        if dehydrated > 0 && now.duration_since(last_trim) >= TRIM_INTERVAL {
+        if connection::dehydrate_idle(rt, now - DEHYDRATE_AFTER) > 0 {
+            trim_after.get_or_insert(last_trim + TRIM_INTERVAL);
+        }
+        if trim_after.is_some_and(|t| now >= t) {
             socket::trim_heap();
             last_trim = now;
-            dehydrated = 0;
+            trim_after = None;
         }
         publish_stats(rt);
         if !rt.stopping() && now.duration_since(last_shed) >= SHED_INTERVAL && shed_idle(rt) {
