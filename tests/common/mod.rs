@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ pub const KIB_PATH: &str = "/1k.bin";
 pub const MIB10_PATH: &str = "/10m.bin";
 /// CGI that answers with the `sha256sum` of its request body.
 pub const SHA256_CGI_PATH: &str = "/cgi-bin/sha256";
+/// CGI that sleeps for the number of seconds in its query string (default 1),
+/// then answers `slept`: holds a worker thread for a known time.
+pub const SLEEP_CGI_PATH: &str = "/cgi-bin/sleep";
+/// Only in servers built with `with_50_mib_file()`: writing 50 MiB into every
+/// server root would slow down every test.
+pub const MIB50_PATH: &str = "/50m.bin";
 
 pub fn kib_body() -> &'static [u8] {
     static BODY: OnceLock<Vec<u8>> = OnceLock::new();
@@ -47,6 +54,11 @@ pub fn kib_body() -> &'static [u8] {
 pub fn mib10_body() -> &'static [u8] {
     static BODY: OnceLock<Vec<u8>> = OnceLock::new();
     BODY.get_or_init(|| pseudo_random_bytes(10 << 20, 2))
+}
+
+pub fn mib50_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| pseudo_random_bytes(50 << 20, 3))
 }
 
 /// Deterministic incompressible content (xorshift64), so a byte-exact
@@ -235,6 +247,13 @@ pub struct ServerBuilder {
     directives: String,
     ipv6: bool,
     cgi: bool,
+    /// `-X` instead of `-DFOREGROUND`.
+    one_process: bool,
+    /// RLIMIT_NOFILE of apache (soft and hard); None inherits ours.
+    max_open_files: Option<u64>,
+    /// Further stock modules: (module name, file in the stock module directory).
+    extra_modules: Vec<(String, String)>,
+    mib50_file: bool,
 }
 
 pub fn server() -> ServerBuilder {
@@ -246,6 +265,10 @@ pub fn server() -> ServerBuilder {
         directives: String::new(),
         ipv6: false,
         cgi: true,
+        one_process: false,
+        max_open_files: None,
+        extra_modules: Vec::new(),
+        mib50_file: false,
     }
 }
 
@@ -289,6 +312,33 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs apache as `apache2 -X`: one process that is parent and child at
+    /// once (no fork, no pipe of death), stopped by SIGTERM or SIGINT.
+    pub fn single_process(mut self) -> Self {
+        self.one_process = true;
+        self
+    }
+
+    /// Starts apache with this RLIMIT_NOFILE (its children inherit it), to
+    /// make it run out of descriptors with a few dozen connections.
+    pub fn max_open_files(mut self, limit: u64) -> Self {
+        self.max_open_files = Some(limit);
+        self
+    }
+
+    /// Loads one more module from the stock module directory, e.g.
+    /// `load_module("reqtimeout_module", "mod_reqtimeout.so")`.
+    pub fn load_module(mut self, name: &str, file: &str) -> Self {
+        self.extra_modules.push((name.into(), file.into()));
+        self
+    }
+
+    /// Also serves `MIB50_PATH` (`mib50_body()`).
+    pub fn with_50_mib_file(mut self) -> Self {
+        self.mib50_file = true;
+        self
+    }
+
     /// Writes server root and configuration; returns the config path and ports.
     fn prepare(&self, dir: &Path) -> (PathBuf, u16, Option<u16>) {
         let port = free_port("127.0.0.1").expect("no free port on 127.0.0.1");
@@ -305,9 +355,17 @@ impl ServerBuilder {
         write_file(&htdocs.join(&SMALL_PATH[1..]), SMALL_BODY, 0o644);
         write_file(&htdocs.join(&KIB_PATH[1..]), kib_body(), 0o644);
         write_file(&htdocs.join(&MIB10_PATH[1..]), mib10_body(), 0o644);
+        if self.mib50_file {
+            write_file(&htdocs.join(&MIB50_PATH[1..]), mib50_body(), 0o644);
+        }
         write_file(
             &cgi_bin.join("sha256"),
             b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec sha256sum\n",
+            0o755,
+        );
+        write_file(
+            &cgi_bin.join("sleep"),
+            b"#!/bin/sh\nsleep \"${QUERY_STRING:-1}\"\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslept\\n'\n",
             0o755,
         );
         // Our own types file keeps the test independent of /etc/mime.types.
@@ -338,6 +396,9 @@ impl ServerBuilder {
         }
         conf += &format!("LoadModule mpm_event_module \"{}\"\n", self.mpm.display());
         for (name, file) in stock_modules(self.cgi) {
+            conf += &format!("LoadModule {name} \"{STOCK_MODULES}/{file}\"\n");
+        }
+        for (name, file) in &self.extra_modules {
             conf += &format!("LoadModule {name} \"{STOCK_MODULES}/{file}\"\n");
         }
         conf += &format!(
@@ -392,10 +453,32 @@ impl ServerBuilder {
         let dir = TempDir::new();
         let (conf, port, port6) = self.prepare(dir.path());
         let console = fs::File::create(dir.path().join("console.log")).unwrap();
-        let child = Command::new(APACHE)
+        let mut command = Command::new(APACHE);
+        if let Some(limit) = self.max_open_files {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: runs in the forked child before exec; setrlimit is
+            // async-signal-safe and `lim` is a copied plain value.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .arg("-f")
             .arg(&conf)
-            .arg("-DFOREGROUND")
+            .arg(if self.one_process {
+                "-X"
+            } else {
+                "-DFOREGROUND"
+            })
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
@@ -475,6 +558,16 @@ impl Server {
         self.dir.path().join("error_log")
     }
 
+    /// The whole error_log so far.
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.error_log_path()).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the error_log, for failure messages.
+    pub fn error_log_tail(&self, lines: usize) -> String {
+        tail(&self.error_log_path(), lines)
+    }
+
     /// The parent process: with -DFOREGROUND it is the process we spawned.
     pub fn parent(&self) -> Process {
         Process::new(self.child.id() as i32).expect("apache parent not running")
@@ -483,6 +576,30 @@ impl Server {
     /// Current children of the parent (worker processes and, with CGI, the cgid daemon).
     pub fn children(&self) -> Vec<Process> {
         children_of(self.child.id() as i32)
+    }
+
+    /// `ParentServerConfigGeneration` from server-status: goes up by one per
+    /// restart. None while the server does not answer.
+    pub fn config_generation(&self) -> Option<u64> {
+        self.server_status_auto()
+            .ok()?
+            .get("ParentServerConfigGeneration")?
+            .parse()
+            .ok()
+    }
+
+    /// The apache process that holds the server end of the TCP connection
+    /// whose client end is `client` (a `Conn::local_addr()`): which child
+    /// serves a connection cannot be seen over HTTP. None when no process of
+    /// this server (parent or child) has it open.
+    pub fn connection_owner(&self, client: SocketAddr) -> Option<Process> {
+        let inode = server_socket_inode(self.addr(), client)?;
+        let link = format!("socket:[{inode}]");
+        let mut procs = self.children();
+        procs.push(self.parent());
+        procs
+            .into_iter()
+            .find(|p| p.open_fds().iter().any(|(_, target)| *target == link))
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -591,6 +708,35 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits until none of `procs` runs any more; returns those still running
+/// when `timeout` passed.
+pub fn wait_all_exited(procs: &[Process], timeout: Duration) -> Vec<Process> {
+    wait_until(timeout, || procs.iter().all(|p| !p.is_running()));
+    procs.iter().filter(|p| p.is_running()).copied().collect()
+}
+
+/// The inode of the established socket with local address `local` and peer
+/// `peer`, from /proc/net/tcp (IPv4 only); 0 inodes (TIME_WAIT) are skipped.
+fn server_socket_inode(local: SocketAddr, peer: SocketAddr) -> Option<u64> {
+    // The kernel prints the address as the raw 32-bit value in host order,
+    // and the port in hex.
+    let hex = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(ip.octets()),
+            a.port()
+        )),
+        IpAddr::V6(_) => None,
+    };
+    let (local, peer) = (hex(local)?, hex(peer)?);
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let inode = f.get(9)?.parse::<u64>().ok()?;
+        (*f.get(1)? == local && *f.get(2)? == peer && inode != 0).then_some(inode)
+    })
+}
+
 /// A process identified by pid and start time, so that a recycled pid is
 /// not mistaken for the original process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -628,6 +774,41 @@ impl Process {
     pub fn is_running(&self) -> bool {
         read_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && s.state != 'Z')
     }
+
+    /// Resident memory (VmRSS) in KiB; None once the process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        if !self.is_running() {
+            return None;
+        }
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// Open descriptors and what they point to (`readlink` of /proc/PID/fd/N:
+    /// a path, `socket:[inode]`, `pipe:[inode]`, ...), ordered by number.
+    /// Empty once the process is gone.
+    pub fn open_fds(&self) -> Vec<(i32, String)> {
+        let Ok(entries) = fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return Vec::new();
+        };
+        let mut fds: Vec<(i32, String)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                // A descriptor closed between read_dir and readlink is skipped.
+                let target = fs::read_link(e.path()).ok()?;
+                Some((fd, target.display().to_string()))
+            })
+            .collect();
+        fds.sort();
+        fds
+    }
 }
 
 /// Live children of `ppid`, found by scanning /proc.
@@ -662,6 +843,22 @@ impl Response {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The Content-Length header, if there is one; an error if it is not a number.
+    pub fn content_length(&self) -> io::Result<Option<usize>> {
+        self.header("Content-Length")
+            .map(|len| {
+                len.parse()
+                    .map_err(|_| io::Error::other(format!("bad Content-Length {len:?}")))
+            })
+            .transpose()
+    }
+
+    /// Whether the server announced that it closes the connection after this response.
+    pub fn closes_connection(&self) -> bool {
+        self.header("Connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
 }
 
 /// `GET path` as sent by `Conn::get`, for tests that assemble their own writes.
@@ -690,6 +887,51 @@ impl Conn {
 
     pub fn set_read_timeout(&self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// The client end's address, for `Server::connection_owner`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    /// Shrinks the receive buffer, so that a client that reads slowly (or
+    /// not at all) makes the server wait for the socket to become writable
+    /// after a few KiB instead of after megabytes of loopback buffering.
+    pub fn set_recv_buffer(&self, bytes: usize) {
+        let size = bytes as libc::c_int;
+        // SAFETY: valid socket fd and a c_int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "setsockopt SO_RCVBUF: {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    /// Whether the server has closed (FIN or RST) the connection, without
+    /// waiting and without consuming anything: unread data means open.
+    pub fn peer_closed(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        self.stream.set_nonblocking(false).unwrap();
+        closed
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -746,6 +988,40 @@ impl Conn {
         }
     }
 
+    /// Reads exactly `len` bytes (e.g. the body after `read_head`).
+    pub fn read_bytes(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        self.take_exact(len)
+    }
+
+    /// Like `read_bytes`, but at no more than `bytes_per_sec` on average: a
+    /// slow client, which the server has to wait for.
+    pub fn read_bytes_paced(&mut self, len: usize, bytes_per_sec: u64) -> io::Result<Vec<u8>> {
+        let start = Instant::now();
+        let from_buf = len.min(self.buf.len());
+        let mut out: Vec<u8> = self.buf.drain(..from_buf).collect();
+        out.reserve(len - out.len());
+        let mut chunk = [0u8; 16 * 1024];
+        while out.len() < len {
+            let want = chunk.len().min(len - out.len());
+            let n = self.stream.read(&mut chunk[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed by server after {} of {len} bytes",
+                        out.len()
+                    ),
+                ));
+            }
+            out.extend_from_slice(&chunk[..n]);
+            let due = Duration::from_secs_f64(out.len() as f64 / bytes_per_sec as f64);
+            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                thread::sleep(ahead);
+            }
+        }
+        Ok(out)
+    }
+
     fn take_exact(&mut self, len: usize) -> io::Result<Vec<u8>> {
         let from_buf = len.min(self.buf.len());
         let mut out: Vec<u8> = self.buf.drain(..from_buf).collect();
@@ -758,6 +1034,41 @@ impl Conn {
     /// Reads one complete response (Content-Length, chunked or close-delimited).
     /// A timeout before the first byte leaves the connection usable.
     pub fn read_response(&mut self) -> io::Result<Response> {
+        let mut resp = self.read_head()?;
+        if resp.status < 200 || resp.status == 204 || resp.status == 304 {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .header("Transfer-Encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            loop {
+                let size_line = self.take_through(b"\r\n")?;
+                let size_text = String::from_utf8_lossy(&size_line);
+                let size_hex = size_text.trim().split(';').next().unwrap_or_default();
+                let size = usize::from_str_radix(size_hex, 16)
+                    .map_err(|_| io::Error::other(format!("bad chunk size line {size_text:?}")))?;
+                if size == 0 {
+                    // Skip trailers up to the empty line.
+                    while self.take_through(b"\r\n")?.len() > 2 {}
+                    break;
+                }
+                resp.body.extend(self.take_exact(size)?);
+                self.take_exact(2)?;
+            }
+        } else if let Some(len) = resp.content_length()? {
+            resp.body = self.take_exact(len)?;
+        } else {
+            resp.body = std::mem::take(&mut self.buf);
+            self.stream.read_to_end(&mut resp.body)?;
+        }
+        Ok(resp)
+    }
+
+    /// Reads the status line and headers of a response, leaving its body
+    /// (see `Response::content_length`) to be read with `read_bytes` or
+    /// `read_bytes_paced`. The returned body is empty.
+    pub fn read_head(&mut self) -> io::Result<Response> {
         let head = self.take_through(b"\r\n\r\n").map_err(|e| {
             let closed = matches!(
                 e.kind(),
@@ -781,43 +1092,11 @@ impl Conn {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        let mut resp = Response {
+        Ok(Response {
             status,
             headers,
             body: Vec::new(),
-        };
-
-        if status < 200 || status == 204 || status == 304 {
-            return Ok(resp);
-        }
-        let chunked = resp
-            .header("Transfer-Encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        if chunked {
-            loop {
-                let size_line = self.take_through(b"\r\n")?;
-                let size_text = String::from_utf8_lossy(&size_line);
-                let size_hex = size_text.trim().split(';').next().unwrap_or_default();
-                let size = usize::from_str_radix(size_hex, 16)
-                    .map_err(|_| io::Error::other(format!("bad chunk size line {size_text:?}")))?;
-                if size == 0 {
-                    // Skip trailers up to the empty line.
-                    while self.take_through(b"\r\n")?.len() > 2 {}
-                    break;
-                }
-                resp.body.extend(self.take_exact(size)?);
-                self.take_exact(2)?;
-            }
-        } else if let Some(len) = resp.header("Content-Length") {
-            let len = len
-                .parse()
-                .map_err(|_| io::Error::other(format!("bad Content-Length {len:?}")))?;
-            resp.body = self.take_exact(len)?;
-        } else {
-            resp.body = std::mem::take(&mut self.buf);
-            self.stream.read_to_end(&mut resp.body)?;
-        }
-        Ok(resp)
+        })
     }
 
     /// Waits for the server to close the connection; returns how long that took.
