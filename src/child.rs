@@ -55,7 +55,7 @@ pub struct Runtime {
     pub accept_paused: AtomicBool,
     mode: AtomicU8,
     /// When the listener will next wake by itself, as ns since `epoch`
-    /// (u64::MAX: not before an event). A worker parking a connection with
+    /// (u64::MAX before it first sleeps). A worker parking a connection with
     /// an earlier deadline wakes it.
     pub next_wakeup: AtomicU64,
     pub epoch: Instant,

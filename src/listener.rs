@@ -27,6 +27,9 @@ const MIN_IDLE_TO_SHED: Duration = Duration::from_secs(1);
 /// (connection::dehydrate): a client that comes back sooner is served
 /// without the cost of a new conn_rec.
 const DEHYDRATE_AFTER: Duration = Duration::from_millis(250);
+/// The listener never sleeps longer than this, so that parking a connection
+/// with a later deadline (every keep-alive one) never has to wake it.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// Least time between two returns of freed memory to the system.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// While accepting is paused for the connection limit, the limit is looked
@@ -104,12 +107,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             Mode::Running => {}
         }
 
-        let deadline = next_deadline(rt, &acc).into_iter().chain(trim_after).min();
-        rt.next_wakeup.store(
-            deadline.map_or(u64::MAX, |d| d.saturating_duration_since(rt.epoch).as_nanos() as u64),
-            Ordering::Release,
-        );
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let deadline = trim_after.map_or(next_deadline(rt, &acc), |t| t.min(next_deadline(rt, &acc)));
+        rt.next_wakeup.store(deadline.saturating_duration_since(rt.epoch).as_nanos() as u64, Ordering::Release);
+        let timeout = Some(deadline.saturating_duration_since(Instant::now()));
         if let Err(e) = rt.poller.wait(&mut events, timeout) {
             log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0),
                 "epoll_wait failed. Attempting to shutdown process gracefully");
@@ -178,16 +178,17 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     }
 }
 
-/// The earliest of: a parked connection's deadline, a timed callback, the
-/// end of an accept back-off.
-fn next_deadline(rt: &Runtime, acc: &Accepting) -> Option<Instant> {
+/// The earliest of: a parked connection's deadline or time to dehydrate, a
+/// timed callback, the end of an accept back-off, MAX_SLEEP from now.
+fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     let (expiry, dehydrate) = {
         let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
         (parked.next_expiry(), parked.oldest(Wait::KeepAlive).map(|t| t + DEHYDRATE_AFTER))
     };
     let timer = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
-    [expiry, dehydrate, timer, acc.backoff_until, recheck].into_iter().flatten().min()
+    let cap = Instant::now() + MAX_SLEEP;
+    [expiry, dehydrate, timer, acc.backoff_until, recheck].into_iter().flatten().fold(cap, Instant::min)
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers
