@@ -16,7 +16,7 @@ use crate::ffi::{guard, log, score, sys};
 use crate::listener;
 use crate::parent::{self, Bucket};
 use crate::poller::{Interest, Poller};
-use crate::queue::{Popped, WorkQueue};
+use crate::queue::{Mailbox, Popped, WorkQueue};
 use crate::retained;
 use crate::stats;
 use crate::timers::{Parked, Schedule, Wait};
@@ -306,10 +306,11 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
     score::set_worker_identity(slot, index, rt.pid, rt.generation);
     score::update_worker(slot, index, sys::SERVER_STARTING);
     let w = Worker { slot, index, thread, conn_id: (slot * rt.cfg.thread_limit as usize + index) as i64 };
+    let mailbox = Arc::new(Mailbox::default());
     loop {
         let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
         score::update_worker(slot, index, status);
-        let task = match rt.queue.pop(|| {
+        let task = match rt.queue.pop(&mailbox, || {
             if rt.accept_paused.load(Ordering::SeqCst) {
                 rt.poller.wake();
             }
