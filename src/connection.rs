@@ -56,6 +56,8 @@ pub struct NewSocket {
     pub registered: bool,
     /// Its request head did not arrive in time (see `expired`).
     pub head_expired: bool,
+    /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
+    pub lowat: bool,
 }
 
 pub enum Origin {
@@ -77,7 +79,7 @@ pub struct Dehydrated {
 
 impl NewSocket {
     pub fn accepted(sock: ClientSocket, pool: Pool) -> Self {
-        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false }
+        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false, lowat: false }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -111,6 +113,13 @@ impl Waiting {
         match self {
             Waiting::Conn(c) => c.fd,
             Waiting::New(n) => n.fd(),
+        }
+    }
+
+    fn lower_rcvlowat(&mut self) {
+        match self {
+            Waiting::Conn(c) => lower_rcvlowat(c.fd, &mut c.lowat),
+            Waiting::New(n) => lower_rcvlowat(n.fd(), &mut n.lowat),
         }
     }
 
@@ -150,6 +159,8 @@ pub struct Conn {
     registered: bool,
     /// Modules were told it left its worker (and not told it came back).
     suspended: bool,
+    /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
+    lowat: bool,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -166,7 +177,7 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { origin, registered, head_expired } = new;
+        let NewSocket { origin, registered, head_expired, .. } = new;
         let (sock, pool, idle) = match origin {
             Origin::Accepted(sock, pool) => (sock, pool, None),
             Origin::Idle(mut d) => {
@@ -215,6 +226,7 @@ impl Conn {
             io_timeout: AtomicI64::new(io),
             registered,
             suspended: false,
+            lowat: false,
             linger_since: None,
             pool,
         });
@@ -314,7 +326,7 @@ impl Conn {
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false })
+        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false, lowat: false })
     }
 
     /// The parked connection goes back to a worker.
@@ -510,8 +522,8 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
 /// the listener's buffer for looking at request heads, `None` when the
 /// admin turned that off (AsyncRequestHead Off).
 pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) {
-    let conn = match item {
-        Waiting::New(new) => {
+    let mut conn = match item {
+        Waiting::New(mut new) => {
             match peek.map(|buf| look(new.fd(), buf)) {
                 Some(Look::Wait(bytes)) => {
                     let io = match &new.origin {
@@ -519,10 +531,14 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                         Origin::Accepted(..) => httpd::server_timeouts().1,
                     };
                     let since = if wait == Wait::Head { since } else { Instant::now() };
+                    new.lowat = wait_for_more(new.fd(), bytes);
                     rt.park(Waiting::New(new), Wait::Head, head_time(rt, bytes, io), since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
-                _ => rt.queue.push(Task::New(new)),
+                _ => {
+                    lower_rcvlowat(new.fd(), &mut new.lowat);
+                    rt.queue.push(Task::New(new));
+                }
             }
             return;
         }
@@ -536,8 +552,10 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
                 let t = head_time(rt, bytes, conn.io_timeout.load(Ordering::Relaxed));
+                conn.lowat = wait_for_more(conn.fd, bytes);
                 return rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
             }
+            lower_rcvlowat(conn.fd, &mut conn.lowat);
             conn.set_state(PROCESSING);
             rt.queue.push(Task::Resume(conn));
         }
@@ -547,6 +565,28 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
         }
         Wait::WriteCompletion => rt.queue.push(Task::Resume(conn)),
     }
+}
+
+/// Epoll reports a socket readable as long as unread data is there, so a
+/// partial head would wake the listener again at once, for ever: the
+/// receive low-water mark is raised past what has come, so that only more
+/// of the head (or the end of the stream) wakes it. Returns whether it was
+/// raised (it must come down to 1 before httpd reads, or APR's waits would
+/// wait for those bytes too).
+/// Brings a raised receive low-water mark back to 1 before anything else
+/// reads the socket.
+fn lower_rcvlowat(fd: RawFd, raised: &mut bool) {
+    if std::mem::take(raised) {
+        socket::set_rcvlowat(fd, 1);
+    }
+}
+
+fn wait_for_more(fd: RawFd, bytes: usize) -> bool {
+    if bytes == 0 {
+        return false;
+    }
+    socket::set_rcvlowat(fd, bytes + 1);
+    true
 }
 
 /// Dehydrates, on the listener, the plain keep-alive connections idle since
@@ -584,7 +624,8 @@ fn log_head_timeout() {
 }
 
 /// A parked connection's deadline passed (on the listener thread).
-pub fn expired(rt: &Runtime, item: Waiting, wait: Wait) {
+pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
+    item.lower_rcvlowat();
     match (item, wait) {
         // An idle socket that sent nothing: a plain close ends it cleanly.
         (Waiting::New(new), Wait::Idle) => new.close(rt),

@@ -142,7 +142,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                         accept_one(rt, &mut acc, *l, peek);
                     }
                 }
-                t => dispatch(rt, Token(t), peek),
+                t => dispatch(rt, Token(t), if ev.closed { None } else { peek }),
             }
         }
 
@@ -268,7 +268,8 @@ fn shortage(rt: &Runtime, acc: &mut Accepting) {
     rt.accept_paused.store(true, Ordering::SeqCst);
 }
 
-/// A parked connection is ready.
+/// A parked connection is ready. No peek when the peer has finished
+/// sending: what it sent is all there will be, so it goes to a worker.
 fn dispatch(rt: &Runtime, token: Token, peek: Option<&mut [u8]>) {
     let taken = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());

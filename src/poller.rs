@@ -37,7 +37,8 @@ pub struct Event {
     pub token: u64,
     pub readable: bool,
     pub writable: bool,
-    /// Error or hang-up: the owner finds out what by doing I/O.
+    /// Error, hang-up, or the peer shut its sending side down: no more
+    /// data will come; the owner finds out what by doing I/O.
     pub closed: bool,
 }
 
@@ -55,7 +56,7 @@ impl Events {
                 token: e.u64,
                 readable: bits & (libc::EPOLLIN as u32) != 0,
                 writable: bits & (libc::EPOLLOUT as u32) != 0,
-                closed: bits & ((libc::EPOLLERR | libc::EPOLLHUP) as u32) != 0,
+                closed: bits & ((libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32) != 0,
             }
         })
     }

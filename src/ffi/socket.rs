@@ -224,6 +224,17 @@ impl ClientSocket {
     }
 }
 
+/// Readiness to read is reported only once `bytes` are waiting (and at
+/// end of stream): a partial request head then wakes the listener when
+/// more of it arrives, not again at once for what is already there.
+pub fn set_rcvlowat(fd: RawFd, bytes: usize) {
+    let v = i32::try_from(bytes.max(1)).unwrap_or(i32::MAX);
+    // SAFETY: setsockopt with a valid int of its size.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&v as *const i32).cast(), std::mem::size_of::<i32>() as u32)
+    };
+}
+
 /// Closes a descriptor no APR object owns.
 pub fn close_fd(fd: RawFd) {
     // SAFETY: the caller owns fd and does not use it after.
