@@ -7,6 +7,7 @@
 #include "http_main.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "http_ssl.h"
 #include "http_vhost.h"
 #include "ap_listen.h"
 #include "ap_mmn.h"

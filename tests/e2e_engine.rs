@@ -571,3 +571,38 @@ fn keep_alive_timeout_applies_per_virtual_host() {
         "slow.test (KeepAliveTimeout 4) closed after {slow_after:?}"
     );
 }
+
+/// User + system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Partial request heads wait without costing CPU: the data already there
+/// must not wake the listener again and again (level-triggered readiness).
+#[test]
+fn waiting_partial_heads_cost_no_cpu() {
+    let server = server().without_cgi().directives(ONE_CHILD_OF_25).directives("Timeout 30").start();
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut conn = server.connect();
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        stalled.push(conn);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let child = server.children()[0].pid;
+    let before = cpu_ticks(child);
+    thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child) - before;
+    // 100 ticks a second: a spinning listener would use about 200.
+    assert!(used <= 20, "the child used {used} ticks of CPU in 2 s with 20 partial heads waiting");
+    // And the heads are still served when they complete.
+    for conn in stalled.iter_mut().take(3) {
+        conn.send(b"\r\n").unwrap();
+        assert_eq!(conn.read_response().expect("completed head").status, 200);
+    }
+}
