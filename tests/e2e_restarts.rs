@@ -917,3 +917,37 @@ fn strict_idle_maintenance_retires_the_child_with_fewest_connections() {
         }
     }
 }
+
+/// ListenCoresBucketsRatio splits the listener into buckets (a duplicated,
+/// SO_REUSEPORT socket each, and a pipe of death each): with one bucket per
+/// core every bucket's children accept, and a graceful restart reaches
+/// them all.
+#[test]
+fn listener_buckets_serve_and_restart_gracefully() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = server()
+        .without_cgi()
+        .directives(&format!("ListenCoresBucketsRatio 1\nStartServers {cores}\nMinSpareThreads 1"))
+        .start();
+    let serve_all = |what: &str| {
+        for n in 0..50 {
+            let resp = server.get(SMALL_PATH);
+            assert_eq!(resp.status, 200, "{what}: request {n}");
+        }
+    };
+    serve_all("before the restart");
+    let before = server.children();
+    graceful_restart(&server);
+    assert!(
+        wait_until(Duration::from_secs(10), || before.iter().all(|c| !c.is_running())),
+        "children of the first generation still running: {before:?}"
+    );
+    serve_all("after the restart");
+    let errors: Vec<String> = server
+        .error_log()
+        .lines()
+        .filter(|l| l.contains(":error]") || l.contains(":crit]") || l.contains(":emerg]"))
+        .map(str::to_owned)
+        .collect();
+    assert!(errors.is_empty(), "errors in the log: {errors:?}");
+}
