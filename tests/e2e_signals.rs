@@ -16,27 +16,12 @@ fn all_processes(server: &Server) -> Vec<Process> {
     procs
 }
 
-/// Waits until none of `procs` runs any more; returns those still running.
-fn survivors(procs: &[Process], timeout: Duration) -> Vec<Process> {
-    wait_until(timeout, || procs.iter().all(|p| !p.is_running()));
-    procs.iter().filter(|p| p.is_running()).copied().collect()
-}
-
-fn config_generation(server: &Server) -> Option<u64> {
-    server
-        .server_status_auto()
-        .ok()?
-        .get("ParentServerConfigGeneration")?
-        .parse()
-        .ok()
-}
-
 /// SIGTERM must end the parent and every child recorded before it within
 /// 5 s, and the parent must remove its pid file.
 fn assert_sigterm_stops_every_process(server: &Server) {
     let procs = all_processes(server);
     server.signal(libc::SIGTERM);
-    let left = survivors(&procs, Duration::from_secs(5));
+    let left = wait_all_exited(&procs, Duration::from_secs(5));
     assert!(
         left.is_empty(),
         "still running 5 s after SIGTERM: {left:?} of {procs:?}"
@@ -94,17 +79,17 @@ fn strict_sigterm_with_stalled_download_stops_every_process() {
 fn restart_bumps_generation(sig: libc::c_int) {
     let server = server().start();
     let before =
-        config_generation(&server).expect("ParentServerConfigGeneration before the restart");
+        server.config_generation().expect("ParentServerConfigGeneration before the restart");
     server.signal(sig);
     // The status request fails while the parent re-reads its configuration.
     let bumped = wait_until(Duration::from_secs(10), || {
-        config_generation(&server) == Some(before + 1)
+        server.config_generation() == Some(before + 1)
     });
     assert!(
         bumped,
         "generation did not go from {before} to {}: now {:?}",
         before + 1,
-        config_generation(&server)
+        server.config_generation()
     );
     for _ in 0..5 {
         let resp = server.get(SMALL_PATH);
@@ -128,7 +113,7 @@ fn graceful_stop_on_sigwinch_ends_every_process() {
     let server = server().start();
     let procs = all_processes(&server);
     server.signal(libc::SIGWINCH);
-    let left = survivors(&procs, Duration::from_secs(10));
+    let left = wait_all_exited(&procs, Duration::from_secs(10));
     assert!(
         left.is_empty(),
         "still running 10 s after SIGWINCH: {left:?} of {procs:?}"
