@@ -72,6 +72,7 @@ deps:
 
 test: deps all
 	MPM_MODULE=$(MPM_MODULE) $(CARGO) test --release -- --test-threads=1
+	MPM_MODULE=$(MPM_MODULE) HTTPD=$(HTTPD) APXS=$(APXS) scripts/apache-test.sh
 
 run: $(RUN_PREREQ)
 	scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \

@@ -24,6 +24,9 @@ PACKAGES=(
     apache2-utils
     nghttp2-client
     libapache2-mod-perl2
+    # the Apache::Test suite (tests/apache): TLS client, certificate
+    libio-socket-ssl-perl
+    openssl
 )
 
 check_only=0
