@@ -328,6 +328,12 @@ fn shed_idle(rt: &Runtime) -> bool {
     if backlog == 0 || rt.queue.idle() > 0 {
         return false;
     }
+    // A moment's backlog (a proxied request to this same server waiting for
+    // a second worker, say) is no shortage: only work that has waited a
+    // while sheds anything.
+    if rt.queue.oldest_wait().is_none_or(|w| w < SHED_INTERVAL) {
+        return false;
+    }
     let shed = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
         let before = Instant::now() - MIN_IDLE_TO_SHED;

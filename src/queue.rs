@@ -138,6 +138,11 @@ impl<T> WorkQueue<T> {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// How long the oldest queued item has waited for a worker.
+    pub fn oldest_wait(&self) -> Option<Duration> {
+        self.lock().items.front().map(|(at, _)| at.elapsed())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -246,6 +251,16 @@ mod tests {
         assert_eq!(seen.load(Ordering::SeqCst), 1);
         q.push(7);
         assert!(matches!(w.join().unwrap(), Popped::Item(7, _)));
+    }
+
+    #[test]
+    fn oldest_wait_is_that_of_the_first_queued_item() {
+        let q = WorkQueue::default();
+        assert_eq!(q.oldest_wait(), None);
+        q.push(1);
+        thread::sleep(Duration::from_millis(20));
+        q.push(2);
+        assert!(q.oldest_wait().unwrap() >= Duration::from_millis(20));
     }
 
     #[test]
