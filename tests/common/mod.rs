@@ -37,8 +37,6 @@ pub const SMALL_BODY: &[u8] = b"hello from the mpm e2e tests\n";
 pub const INDEX_BODY: &[u8] = b"<html><body>index</body></html>\n";
 pub const KIB_PATH: &str = "/1k.bin";
 pub const MIB10_PATH: &str = "/10m.bin";
-/// CGI that answers with the `sha256sum` of its request body.
-pub const SHA256_CGI_PATH: &str = "/cgi-bin/sha256";
 /// CGI that sleeps for the number of seconds in its query string (default 1),
 /// then answers `slept`: holds a worker thread for a known time.
 pub const SLEEP_CGI_PATH: &str = "/cgi-bin/sleep";
@@ -74,35 +72,6 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// Hex SHA-256 of `data`, computed by coreutils like the CGI does.
-pub fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn sha256sum");
-    // sha256sum prints only after reading all input, so writing everything
-    // first cannot deadlock on a full stdout pipe.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data)
-        .expect("feed sha256sum");
-    let out = child.wait_with_output().expect("run sha256sum");
-    assert!(out.status.success(), "sha256sum failed");
-    first_word(&out.stdout)
-}
-
-/// First whitespace-separated word of `text` (the digest in `sha256sum` output).
-pub fn first_word(text: &[u8]) -> String {
-    String::from_utf8_lossy(text)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Compares a body without dumping megabytes into the failure message.
@@ -358,11 +327,6 @@ impl ServerBuilder {
         if self.mib50_file {
             write_file(&htdocs.join(&MIB50_PATH[1..]), mib50_body(), 0o644);
         }
-        write_file(
-            &cgi_bin.join("sha256"),
-            b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec sha256sum\n",
-            0o755,
-        );
         write_file(
             &cgi_bin.join("sleep"),
             b"#!/bin/sh\nsleep \"${QUERY_STRING:-1}\"\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslept\\n'\n",
@@ -945,16 +909,6 @@ impl Conn {
 
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.send(get_request(path).as_bytes())?;
-        self.read_response()
-    }
-
-    pub fn post(&mut self, path: &str, body: &[u8]) -> io::Result<Response> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: e2e.test\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        self.send(head.as_bytes())?;
-        self.send(body)?;
         self.read_response()
     }
 
