@@ -107,7 +107,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             Mode::Running => {}
         }
 
-        let deadline = trim_after.map_or(next_deadline(rt, &acc), |t| t.min(next_deadline(rt, &acc)));
+        let next = next_deadline(rt, &acc);
+        let deadline = trim_after.map_or(next, |t| t.min(next));
         rt.next_wakeup.store(deadline.saturating_duration_since(rt.epoch).as_nanos() as u64, Ordering::Release);
         let timeout = Some(deadline.saturating_duration_since(Instant::now()));
         if let Err(e) = rt.poller.wait(&mut events, timeout) {
@@ -157,7 +158,6 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             last_trim = now;
             trim_after = None;
         }
-        publish_stats(rt);
         if !rt.stopping() && now.duration_since(last_shed) >= SHED_INTERVAL && shed_idle(rt) {
             last_shed = now;
         }
@@ -179,13 +179,23 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 }
 
 /// The earliest of: a parked connection's deadline or time to dehydrate, a
-/// timed callback, the end of an accept back-off, MAX_SLEEP from now.
+/// timed callback, the end of an accept back-off, MAX_SLEEP from now. Under
+/// the same locks, publishes this child's figures for mod_status (they are
+/// those the last iteration left).
 fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
+    let s = stats::get(rt.slot);
     let (expiry, dehydrate) = {
         let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        s.pollset.store(parked.len() as u32, Ordering::Relaxed);
+        s.heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
         (parked.next_expiry(), parked.oldest(Wait::KeepAlive).map(|t| t + DEHYDRATE_AFTER))
     };
-    let timer = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).next();
+    let timer = {
+        let schedule = rt.schedule.lock().unwrap_or_else(|e| e.into_inner());
+        s.timers.store(schedule.len() as u32, Ordering::Relaxed);
+        schedule.next()
+    };
+    s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
     let cap = Instant::now() + MAX_SLEEP;
     [expiry, dehydrate, timer, acc.backoff_until, recheck].into_iter().flatten().fold(cap, Instant::min)
@@ -295,18 +305,6 @@ fn expire(rt: &Runtime, now: Instant) {
     for (item, wait) in expired {
         connection::expired(rt, item, wait);
     }
-}
-
-fn publish_stats(rt: &Runtime) {
-    let s = stats::get(rt.slot);
-    let (pollset, heads) = {
-        let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
-        (parked.len(), parked.count(Wait::Head))
-    };
-    s.pollset.store(pollset as u32, Ordering::Relaxed);
-    s.heads.store(heads as u32, Ordering::Relaxed);
-    s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
-    s.timers.store(rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).len() as u32, Ordering::Relaxed);
 }
 
 fn run_due_callbacks(rt: &Runtime, now: Instant) {

@@ -44,11 +44,7 @@ fn strict_slow_sendfile_download_is_written_without_a_worker() {
         .directives("EnableSendfile On\nSendBufferSize 65536")
         .start();
     let mut conn = server.connect();
-    conn.set_recv_buffer(64 * 1024);
-    conn.send(get_request(MIB10_PATH).as_bytes()).unwrap();
-    let head = conn.read_head().expect("download response head");
-    assert_eq!(head.status, 200);
-    let len = head.content_length().unwrap().expect("Content-Length");
+    let len = conn.start_download(MIB10_PATH, 64 * 1024);
     assert_eq!(len, 10 * MIB);
 
     // Two checks, each after a second of reading at 1 MiB/s.

@@ -149,11 +149,7 @@ fn graceful_restart_lets_a_download_in_flight_finish_on_the_old_child() {
     let old_children = server.children();
 
     let mut conn = server.connect();
-    conn.set_recv_buffer(256 * 1024);
-    conn.send(get_request(MIB50_PATH).as_bytes()).unwrap();
-    let head = conn.read_head().expect("download response head");
-    assert_eq!(head.status, 200);
-    let len = head.content_length().unwrap().expect("Content-Length");
+    let len = conn.start_download(MIB50_PATH, 256 * 1024);
     assert_eq!(len, 50 * MIB);
     let owner = server
         .connection_owner(conn.local_addr())
@@ -689,11 +685,7 @@ fn graceful_stop_ends_slow_download_at_timeout(sendfile: bool) {
     procs.push(server.parent());
 
     let mut conn = server.connect();
-    conn.set_recv_buffer(64 * 1024);
-    conn.send(get_request(MIB10_PATH).as_bytes()).unwrap();
-    let head = conn.read_head().expect("download response head");
-    assert_eq!(head.status, 200);
-    let len = head.content_length().unwrap().expect("Content-Length");
+    let len = conn.start_download(MIB10_PATH, 64 * 1024);
 
     let signalled = Mutex::new(None::<Instant>);
     let (ended_after, received, left) = thread::scope(|s| {

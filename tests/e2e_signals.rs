@@ -1,5 +1,5 @@
-//! Process management: stop, restart, graceful restart, graceful stop, and
-//! replacement of a child that died.
+//! Process management signals: stop, restart, graceful restart, graceful
+//! stop. (A child that dies is e2e_restarts.rs.)
 
 mod common;
 
@@ -118,36 +118,4 @@ fn graceful_stop_on_sigwinch_ends_every_process() {
         left.is_empty(),
         "still running 10 s after SIGWINCH: {left:?} of {procs:?}"
     );
-}
-
-#[test]
-fn child_killed_with_sigkill_is_replaced() {
-    // No mod_cgid, so every child is a worker process. Two children of 25
-    // threads exactly meet MinSpareThreads; losing one must be made up.
-    let server = server()
-        .without_cgi()
-        .directives("StartServers 2\nThreadsPerChild 25\nMinSpareThreads 50\nMaxSpareThreads 100")
-        .start();
-    assert!(
-        wait_until(Duration::from_secs(5), || server.children().len() == 2),
-        "children: {:?}",
-        server.children()
-    );
-    let before = server.children();
-    let victim = before[0];
-    // SAFETY: plain syscall on a verified child of our apache parent.
-    unsafe { libc::kill(victim.pid, libc::SIGKILL) };
-
-    let replaced = wait_until(Duration::from_secs(5), || {
-        server.children().iter().any(|c| !before.contains(c))
-    });
-    assert!(
-        replaced,
-        "no new child within 5 s after killing {victim:?}; children {:?}",
-        server.children()
-    );
-    assert!(!victim.is_running());
-    for _ in 0..10 {
-        assert_eq!(server.get(SMALL_PATH).status, 200);
-    }
 }

@@ -907,6 +907,17 @@ impl Conn {
         })
     }
 
+    /// Starts downloading `path` with a receive buffer of `recv_buffer`
+    /// bytes (so that the server soon waits for the reader): reads the head,
+    /// checks it is a 200, and returns the Content-Length.
+    pub fn start_download(&mut self, path: &str, recv_buffer: usize) -> usize {
+        self.set_recv_buffer(recv_buffer);
+        self.send(get_request(path).as_bytes()).unwrap();
+        let head = self.read_head().expect("download response head");
+        assert_eq!(head.status, 200, "download of {path}");
+        head.content_length().unwrap().expect("Content-Length")
+    }
+
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.send(get_request(path).as_bytes())?;
         self.read_response()
