@@ -8,18 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, MpmConfig};
-use crate::connection::{self, Callback, Conn, Task, Waiting, Worker};
+use crate::connection::{self, Callback, Conn, Ready, Task, Waiting, Worker};
 use crate::ffi::httpd::{self, Thread};
 use crate::ffi::pool::{Pool, PoolRef};
 use crate::ffi::socket::{self, Listener};
 use crate::ffi::{guard, log, score, sys};
 use crate::listener;
 use crate::parent::{self, Bucket};
-use crate::poller::{Interest, Poller};
-use crate::queue::{Mailbox, Popped, WorkQueue};
+use crate::poller::{BELL, ConnPoll, Events, HALT, Interest, Poller};
+use crate::queue::{Baton, Popped, Sleeper, WorkQueue};
 use crate::retained;
 use crate::stats;
-use crate::timers::{Parked, Schedule, Wait};
+use crate::timers::{Parked, Schedule, Token, Wait};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -41,7 +41,12 @@ pub struct Runtime {
     pub cfg: MpmConfig,
     pub generation: i32,
     pub pid: libc::pid_t,
+    /// The listener's pollset.
     pub poller: Poller,
+    /// The parked connections, which idle workers wait on.
+    pub conns: ConnPoll,
+    /// Which idle worker waits in `conns`.
+    baton: Baton,
     pub queue: WorkQueue<Task>,
     pub parked: Mutex<Parked<Waiting>>,
     /// Connections a module suspended (CONN_STATE_SUSPENDED).
@@ -149,15 +154,15 @@ impl Runtime {
     }
 
     /// Parks a connection in the pollset with a deadline. Arming happens
-    /// under the parked-set lock so that the listener, which alone removes
-    /// entries, can never take the connection before it is armed.
+    /// under the parked-set lock so that a worker woken by its event (or
+    /// the listener) can never take the connection before it is armed.
     pub fn park(&self, mut item: Waiting, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
         let fd = item.fd();
         let registered = item.mark_registered();
         let deadline = since + timeout;
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let token = parked.insert(item, wait, timeout, since);
-        if let Err(e) = self.poller.arm(fd, token, interest, registered) {
+        if let Err(e) = self.conns.arm(fd, token, interest, registered) {
             let item = parked.remove(token).map(|(c, _, _)| c);
             drop(parked);
             log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "AH03093: pollset add failure, closing connection");
@@ -181,10 +186,26 @@ impl Runtime {
         }
     }
 
+    /// Queues a task and wakes an idle worker for it.
+    pub fn push(&self, task: Task) {
+        self.queue.push(task);
+        self.conns.ring();
+    }
+
+    /// Takes a parked connection whose event fired, if it is still parked:
+    /// the listener may have taken it first (timeout, shedding,
+    /// dehydration), and then the event is stale.
+    pub fn take_ready(&self, token: Token, closed: bool) -> Option<Ready> {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let (item, wait, since) = parked.remove(token)?;
+        self.publish(&parked);
+        Some(Ready { item, wait, since, closed })
+    }
+
     /// Gives a parked connection to a worker for (short) lingering close.
     pub fn shutdown(&self, conn: Box<Conn>) {
         self.shutdowns_queued.fetch_add(1, Ordering::AcqRel);
-        self.queue.push(Task::Shutdown(conn));
+        self.push(Task::Shutdown(conn));
     }
 
     pub fn suspend(&self, conn: Box<Conn>) {
@@ -306,23 +327,13 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
     score::set_worker_identity(slot, index, rt.pid, rt.generation);
     score::update_worker(slot, index, sys::SERVER_STARTING);
     let w = Worker { slot, index, thread, conn_id: (slot * rt.cfg.thread_limit as usize + index) as i64 };
-    let mailbox = Arc::new(Mailbox::default());
+    let mut events = Events::with_capacity(1);
+    let me = Arc::new(Sleeper::default());
+    let mut peek = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
     loop {
         let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
         score::update_worker(slot, index, status);
-        let task = match rt.queue.pop(&mailbox, || {
-            if rt.accept_paused.load(Ordering::SeqCst) {
-                rt.poller.wake();
-            }
-        }) {
-            Popped::Item(t, waited) => {
-                let s = stats::get(slot);
-                s.dispatched(waited);
-                s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
-                t
-            }
-            Popped::Closed => break,
-        };
+        let Some(task) = next_task(rt, &mut events, &me) else { break };
         if rt.mode() == Mode::Ungraceful {
             // Dropping the task destroys its pool and closes its socket.
             drop(task);
@@ -334,14 +345,94 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
         let fd: RawFd = match &task {
             Task::New(n) => n.fd(),
             Task::Resume(c) | Task::Shutdown(c) => c.fd(),
+            Task::Ready(r) => r.item.fd(),
             Task::Callback(_) => -1,
         };
         rt.worker_fds[index].store(fd, Ordering::Release);
-        connection::serve(rt, &w, task);
+        connection::serve(rt, &w, task, &mut peek);
         rt.worker_fds[index].store(-1, Ordering::Release);
     }
     let status = if rt.mode() == Mode::Ungraceful { sys::SERVER_DEAD } else { sys::SERVER_GRACEFUL };
     score::update_worker(slot, index, status);
+}
+
+/// A worker's next task: a queued one first, else a ready connection
+/// taken without waiting, else it waits as an idle worker: in the
+/// connections' pollset if no other worker does (see `Baton`), else asleep
+/// until that one leaves with an event. `None` when the child is done.
+fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Task> {
+    let mut timeout = Some(Duration::ZERO);
+    loop {
+        match rt.queue.try_pop() {
+            Popped::Item(t, waited) => {
+                // One ring wakes one worker: pass it on while work is left.
+                if !rt.queue.is_empty() {
+                    rt.conns.ring();
+                }
+                let s = stats::get(rt.slot);
+                s.dispatched(waited);
+                s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
+                rt.baton.hand_on();
+                return Some(t);
+            }
+            Popped::Closed => {
+                // Whoever sleeps now would wait for a poller that is gone.
+                rt.baton.wake_all();
+                return None;
+            }
+            Popped::Empty => {}
+        }
+        let blocking = timeout.is_none();
+        if blocking && !rt.baton.try_take() {
+            rt.queue.idle_while(|| {
+                wake_paused_listener(rt);
+                rt.baton.sleep(me);
+            });
+            timeout = Some(Duration::ZERO);
+            continue;
+        }
+        let waited = if blocking {
+            let r = rt.queue.idle_while(|| {
+                wake_paused_listener(rt);
+                rt.conns.wait(events, None)
+            });
+            rt.baton.release();
+            r
+        } else {
+            rt.conns.wait(events, timeout)
+        };
+        if let Err(e) = waited {
+            log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0),
+                "epoll_wait failed. Attempting to shutdown process gracefully");
+            rt.stop(Mode::Graceful);
+            rt.baton.wake_all();
+            return None;
+        }
+        timeout = None;
+        for ev in events.iter() {
+            match ev.token {
+                BELL => {
+                    rt.conns.answer();
+                    timeout = Some(Duration::ZERO);
+                }
+                HALT => rt.baton.wake_all(),
+                t => {
+                    if let Some(r) = rt.take_ready(Token(t), ev.closed) {
+                        rt.baton.hand_on();
+                        return Some(Task::Ready(r));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A worker becoming idle may lift the accept limit's pause: the listener
+/// is told.
+fn wake_paused_listener(rt: &Runtime) {
+    if rt.accept_paused.load(Ordering::SeqCst) {
+        rt.poller.wake();
+    }
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
@@ -439,7 +530,8 @@ pub fn main(slot: usize, bucket: usize) -> ! {
     httpd::run_child_init(&pchild);
 
     let cfg = config::current();
-    let poller = match Poller::new() {
+    let pollsets = Poller::new().and_then(|p| Ok((p, ConnPoll::new()?)));
+    let (poller, conns) = match pollsets {
         Ok(p) => p,
         Err(e) => {
             log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "AH00495: Couldn't create the pollset");
@@ -454,6 +546,8 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         generation: retained::mpm().my_generation,
         pid: std::process::id() as i32,
         poller,
+        conns,
+        baton: Baton::default(),
         queue: WorkQueue::default(),
         parked: Mutex::new(Parked::default()),
         suspended: Mutex::new(Vec::new()),

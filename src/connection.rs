@@ -40,6 +40,18 @@ pub enum Task {
     Shutdown(Box<Conn>),
     /// A timed callback a module registered.
     Callback(Callback),
+    /// A parked connection's event, collected by the listener while every
+    /// worker was busy.
+    Ready(Ready),
+}
+
+/// A parked connection taken out of the pollset on its event.
+pub struct Ready {
+    pub item: Waiting,
+    pub wait: Wait,
+    pub since: Instant,
+    /// The peer has finished sending (or the socket failed).
+    pub closed: bool,
 }
 
 /// A module's timed callback and its argument.
@@ -102,7 +114,7 @@ impl NewSocket {
     }
 }
 
-/// What can wait in the listener's pollset.
+/// What can wait in the workers' pollset.
 pub enum Waiting {
     Conn(Box<Conn>),
     New(NewSocket),
@@ -364,9 +376,18 @@ impl Conn {
     }
 }
 
-/// Runs one task on a worker thread.
-pub fn serve(rt: &Runtime, w: &Worker, task: Task) {
+/// Runs one task on a worker thread. `peek` is the worker's buffer for
+/// looking at request heads.
+pub fn serve(rt: &Runtime, w: &Worker, task: Task, peek: &mut [u8]) {
     match task {
+        Task::Ready(r) => {
+            // No peek when the peer has finished sending: what it sent is
+            // all there will be, so it goes to httpd.
+            let look = (rt.async_head && !r.closed).then_some(peek);
+            if let Some(task) = ready(rt, r.item, r.wait, r.since, look) {
+                serve(rt, w, task, &mut []);
+            }
+        }
         Task::New(new) => {
             if let Some(conn) = Conn::open(rt, w, new) {
                 advance(rt, conn);
@@ -518,10 +539,11 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
     }
 }
 
-/// A parked connection's event fired (on the listener thread). `peek` is
-/// the listener's buffer for looking at request heads, `None` when the
-/// admin turned that off (AsyncRequestHead Off).
-pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) {
+/// A parked connection's event fired (on a worker): what to run now, if
+/// anything, or it waits on. `peek` is a buffer for looking at request
+/// heads, `None` when the admin turned that off (AsyncRequestHead Off) or
+/// the peer finished sending.
+fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) -> Option<Task> {
     let mut conn = match item {
         Waiting::New(mut new) => {
             match peek.map(|buf| look(new.fd(), buf)) {
@@ -537,15 +559,18 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 Some(Look::Closed) => new.close(rt),
                 _ => {
                     lower_rcvlowat(new.fd(), &mut new.lowat);
-                    rt.queue.push(Task::New(new));
+                    return Some(Task::New(new));
                 }
             }
-            return;
+            return None;
         }
         Waiting::Conn(conn) => conn,
     };
     match wait {
-        Wait::Linger => linger(rt, conn),
+        Wait::Linger => {
+            linger(rt, conn);
+            None
+        }
         Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
             if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf)) {
                 // Bytes of a head have come: from now on the head's limit
@@ -553,22 +578,23 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 let since = if wait == Wait::Head { since } else { Instant::now() };
                 let t = head_time(rt, bytes, conn.io_timeout.load(Ordering::Relaxed));
                 conn.lowat = wait_for_more(conn.fd, bytes);
-                return rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
+                rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
+                return None;
             }
             lower_rcvlowat(conn.fd, &mut conn.lowat);
             conn.set_state(PROCESSING);
-            rt.queue.push(Task::Resume(conn));
+            Some(Task::Resume(conn))
         }
         Wait::WaitIo => {
             conn.set_state(PROCESSING);
-            rt.queue.push(Task::Resume(conn));
+            Some(Task::Resume(conn))
         }
-        Wait::WriteCompletion => rt.queue.push(Task::Resume(conn)),
+        Wait::WriteCompletion => Some(Task::Resume(conn)),
     }
 }
 
 /// Epoll reports a socket readable as long as unread data is there, so a
-/// partial head would wake the listener again at once, for ever: the
+/// partial head would wake a worker again at once, for ever: the
 /// receive low-water mark is raised past what has come, so that only more
 /// of the head (or the end of the stream) wakes it. Returns whether it was
 /// raised (it must come down to 1 before httpd reads, or APR's waits would
@@ -632,7 +658,7 @@ pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
         // Only a worker can make the conn_rec needed for a lingering close.
         (Waiting::New(mut new), _) => {
             new.head_expired = true;
-            rt.queue.push(Task::New(new));
+            rt.push(Task::New(new));
         }
         (Waiting::Conn(conn), Wait::Linger) => conn.close(rt),
         (Waiting::Conn(conn), Wait::Head) => {
@@ -682,10 +708,15 @@ fn look(fd: RawFd, buf: &mut [u8]) -> Look {
     }
 }
 
-/// Whether a just-accepted socket may go to a worker now, or waits in the
-/// pollset for its request head.
-pub fn accepted(rt: &Runtime, new: NewSocket, peek: Option<&mut [u8]>) {
-    ready(rt, Waiting::New(new), Wait::Head, Instant::now(), peek);
+/// A just-accepted socket waits in the pollset for its request head, which
+/// the worker its first bytes wake looks at. With AsyncRequestHead Off it
+/// goes to a worker at once, as in stock.
+pub fn accepted(rt: &Runtime, new: NewSocket) {
+    if !rt.async_head {
+        return rt.push(Task::New(new));
+    }
+    let t = head_time(rt, 0, httpd::server_timeouts().1);
+    rt.park(Waiting::New(new), Wait::Head, t, Instant::now(), Interest::Read);
 }
 
 /// httpd's post_read_request hook: the request's virtual host decides the

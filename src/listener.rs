@@ -1,13 +1,17 @@
-//! The listener thread: accepts connections, watches parked ones and the
-//! pipe of death, enforces deadlines, fires timed callbacks, and hands ready
-//! work to the workers. It never waits for a worker, so timeouts and timers
-//! keep running however busy the workers are.
+//! The listener thread: accepts connections, watches the pipe of death,
+//! enforces the parked connections' deadlines, fires timed callbacks. Parked
+//! connections that become ready go straight to an idle worker (workers wait
+//! in their pollset themselves); only while none is idle does the listener
+//! collect them into the task queue, where their wait is seen (mod_status)
+//! and bounded (shedding). It never waits for a worker, so timeouts and
+//! timers keep running however busy the workers are.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::child::{self, Limit, Mode, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
+use crate::poller::{BELL, HALT};
 use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
@@ -30,6 +34,9 @@ const DEHYDRATE_AFTER: Duration = Duration::from_millis(250);
 /// The listener never sleeps longer than this, so that parking a connection
 /// with a later deadline (every keep-alive one) never has to wake it.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// While no worker is idle, the listener looks this often for ready
+/// connections to collect into the task queue.
+const HARVEST_INTERVAL: Duration = Duration::from_millis(20);
 /// Least time between two returns of freed memory to the system.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// While accepting is paused for the connection limit, the limit is looked
@@ -85,7 +92,6 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     let mut acc = Accepting { listeners, on: false, closed: false, backoff_until: None, shortage_logged: false, paused_for: Limit::Under };
     acc.set(rt, true);
     let mut events = Events::with_capacity(256);
-    let mut peek_buf = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
     let mut graceful_begun = false;
     let mut last_shed = Instant::now();
     let mut last_trim = Instant::now();
@@ -119,7 +125,6 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         }
 
         for ev in events.iter() {
-            let peek = rt.async_head.then_some(&mut peek_buf[..]);
             match ev.token {
                 WAKER => {
                     rt.poller.reset_waker();
@@ -138,15 +143,17 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                     let _ = rt.poller.remove(p.read_fd());
                     rt.stop(mode);
                 }
-                t if t >= LISTENER_BASE => {
-                    if let Some(l) = listeners.get((t - LISTENER_BASE) as usize) {
-                        accept_one(rt, &mut acc, *l, peek);
+                t => {
+                    if let Some(l) = t.checked_sub(LISTENER_BASE).and_then(|i| listeners.get(i as usize)) {
+                        accept_one(rt, &mut acc, *l);
                     }
                 }
-                t => dispatch(rt, Token(t), if ev.closed { None } else { peek }),
             }
         }
 
+        if rt.queue.idle() == 0 {
+            harvest(rt, &mut events);
+        }
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
@@ -173,6 +180,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     }
 
     rt.queue.close();
+    rt.conns.halt();
     if rt.mode() == Mode::Ungraceful {
         drop(rt.queue.drain());
     }
@@ -197,8 +205,9 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     };
     s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
+    let harvest = (rt.queue.idle() == 0).then(|| Instant::now() + HARVEST_INTERVAL);
     let cap = Instant::now() + MAX_SLEEP;
-    [expiry, dehydrate, timer, acc.backoff_until, recheck].into_iter().flatten().fold(cap, Instant::min)
+    [expiry, dehydrate, timer, acc.backoff_until, recheck, harvest].into_iter().flatten().fold(cap, Instant::min)
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers
@@ -214,7 +223,7 @@ fn begin_graceful(rt: &Runtime, acc: &mut Accepting) {
     }
 }
 
-fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut [u8]>) {
+fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
     if !acc.on || rt.stopping() {
         return;
     }
@@ -251,7 +260,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener, peek: Option<&mut 
                 acc.shortage_logged = false;
             }
             rt.connection_opened();
-            connection::accepted(rt, NewSocket::accepted(sock, pool), peek);
+            connection::accepted(rt, NewSocket::accepted(sock, pool));
             if rt.conns_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
                 rt.stop(Mode::Graceful);
@@ -278,17 +287,24 @@ fn shortage(rt: &Runtime, acc: &mut Accepting) {
     rt.accept_paused.store(true, Ordering::SeqCst);
 }
 
-/// A parked connection is ready. No peek when the peer has finished
-/// sending: what it sent is all there will be, so it goes to a worker.
-fn dispatch(rt: &Runtime, token: Token, peek: Option<&mut [u8]>) {
-    let taken = {
-        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let t = parked.remove(token);
-        rt.publish(&parked);
-        t
-    };
-    if let Some((item, wait, since)) = taken {
-        connection::ready(rt, item, wait, since, peek);
+/// No worker is idle: ready connections are taken out of the workers'
+/// pollset into the task queue, where the next free worker takes them in
+/// order and their wait counts for shedding (see `shed_idle`).
+fn harvest(rt: &Runtime, events: &mut Events) {
+    if rt.conns.wait(events, Some(Duration::ZERO)).is_err() {
+        return;
+    }
+    for ev in events.iter() {
+        match ev.token {
+            // Not ours: a worker may have just gone idle and wait for it.
+            BELL => rt.conns.ring(),
+            HALT => {}
+            t => {
+                if let Some(r) = rt.take_ready(Token(t), ev.closed) {
+                    rt.push(Task::Ready(r));
+                }
+            }
+        }
     }
 }
 
@@ -310,7 +326,7 @@ fn expire(rt: &Runtime, now: Instant) {
 fn run_due_callbacks(rt: &Runtime, now: Instant) {
     let due = rt.schedule.lock().unwrap_or_else(|e| e.into_inner()).due(now);
     for cb in due {
-        rt.queue.push(Task::Callback(cb));
+        rt.push(Task::Callback(cb));
     }
 }
 

@@ -1,7 +1,15 @@
-//! A small, honest epoll layer: the listener's pollset. Connections are
-//! armed one-shot, so an event hands the connection to exactly one owner and
-//! re-parking costs a single epoll_ctl (MOD), not the remove/add pair of
-//! stock event. An eventfd lets workers wake the listener.
+//! A small, honest epoll layer: two sets per child.
+//!
+//! - `Poller`, the listener's: listening sockets, the pipe of death and an
+//!   eventfd that wakes the listener.
+//! - `ConnPoll`, the workers': every parked client connection, armed
+//!   one-shot. Workers take ready connections from it themselves (one idle
+//!   worker waits in it, see queue::Baton), so a request is served by the
+//!   thread its arrival woke, or by a worker that just finished another,
+//!   with no hand-off between threads. Re-parking costs a single epoll_ctl
+//!   (MOD), not the remove/add pair of stock event. Its `bell` tells the
+//!   workers that the task queue has an item, its `halt` that they are to
+//!   look at the queue and exit.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -9,22 +17,21 @@ use std::time::Duration;
 
 use crate::timers::Token;
 
-/// Token of the waker's eventfd.
+/// Token of the listener's waker.
 pub const WAKER: u64 = Token::MAX + 1;
 /// Token of the pipe of death.
 pub const POD: u64 = Token::MAX + 2;
 /// Tokens of listening sockets: LISTENER_BASE + index.
 pub const LISTENER_BASE: u64 = Token::MAX + 3;
+/// Token of the workers' bell (in `ConnPoll`).
+pub const BELL: u64 = Token::MAX + 1;
+/// Token of the workers' halt (in `ConnPoll`).
+pub const HALT: u64 = Token::MAX + 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
     Read,
     Write,
-}
-
-pub struct Poller {
-    epoll: OwnedFd,
-    waker: OwnedFd,
 }
 
 fn cvt(rv: libc::c_int) -> io::Result<libc::c_int> {
@@ -62,25 +69,80 @@ impl Events {
     }
 }
 
-impl Poller {
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscalls; the returned descriptors are owned here.
-        let (epoll, waker) = unsafe {
-            let ep = cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?;
-            let ep = OwnedFd::from_raw_fd(ep);
-            let ev = cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
-            (ep, OwnedFd::from_raw_fd(ev))
-        };
-        let p = Poller { epoll, waker };
-        p.ctl(libc::EPOLL_CTL_ADD, p.waker.as_raw_fd(), libc::EPOLLIN as u32, WAKER)?;
-        Ok(p)
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a plain syscall; the descriptor is owned from here on.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: `ev` is a valid epoll_event for the call; a stale or
         // closed fd only yields an error.
-        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    /// Waits for events; `None` waits until one arrives.
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        // Round up so that a deadline is never reported as not yet reached.
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_micros().div_ceil(1000);
+            ms.min(i32::MAX as u128) as i32
+        });
+        let cap = events.0.capacity() as i32;
+        events.0.clear();
+        // SAFETY: the buffer has `cap` slots; the kernel fills `n` of them,
+        // and we set the length to exactly that.
+        unsafe {
+            let n = libc::epoll_wait(self.0.as_raw_fd(), events.0.as_mut_ptr(), cap, ms);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            }
+            events.0.set_len(n as usize);
+        }
+        Ok(())
+    }
+}
+
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a plain syscall; the descriptor is owned from here on.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
+        // counter (EAGAIN) is still readable, which is all that matters.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn reset(&self) {
+        let mut buf: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+    }
+}
+
+pub struct Poller {
+    epoll: Epoll,
+    waker: EventFd,
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Self> {
+        let p = Poller { epoll: Epoll::new()?, waker: EventFd::new()? };
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.waker.0.as_raw_fd(), libc::EPOLLIN as u32, WAKER)?;
+        Ok(p)
     }
 
     /// Watches a listening socket. Not EPOLLEXCLUSIVE: the one child woken
@@ -89,24 +151,57 @@ impl Poller {
     /// arrives; every child of the bucket is woken instead, and the ones
     /// that lose the race get EAGAIN from their non-blocking accept.
     pub fn add_listener(&self, fd: RawFd, index: usize) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_BASE + index as u64)
+        self.epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_BASE + index as u64)
     }
 
     /// Watches the pipe of death (level-triggered, not exclusive, for the
     /// same reason as listeners: every message must reach a child that
     /// reads it).
     pub fn add_pod(&self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, POD)
+        self.epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, POD)
     }
 
     /// The waker's descriptor, for a signal handler (write is
     /// async-signal-safe).
     pub fn waker_fd(&self) -> RawFd {
-        self.waker.as_raw_fd()
+        self.waker.0.as_raw_fd()
     }
 
     pub fn remove(&self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+        self.epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits for events; `None` waits until one arrives or `wake` is called.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.epoll.wait(events, timeout)
+    }
+
+    /// Makes a concurrent or the next `wait` return.
+    pub fn wake(&self) {
+        self.waker.signal();
+    }
+
+    /// Resets the waker after it fired.
+    pub fn reset_waker(&self) {
+        self.waker.reset();
+    }
+}
+
+pub struct ConnPoll {
+    epoll: Epoll,
+    bell: EventFd,
+    halt: EventFd,
+}
+
+impl ConnPoll {
+    pub fn new() -> io::Result<Self> {
+        let p = ConnPoll { epoll: Epoll::new()?, bell: EventFd::new()?, halt: EventFd::new()? };
+        // Edge-triggered: every ring is one event for one waiter, never a
+        // herd; the worker that takes it looks at the queue.
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.bell.0.as_raw_fd(), (libc::EPOLLIN | libc::EPOLLET) as u32, BELL)?;
+        // Level-triggered and never reset: once halted, every wait returns.
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.halt.0.as_raw_fd(), libc::EPOLLIN as u32, HALT)?;
+        Ok(p)
     }
 
     /// Arms a connection for one event. `registered` says whether the fd is
@@ -118,44 +213,28 @@ impl Poller {
         };
         let events = (dir | libc::EPOLLONESHOT) as u32;
         let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
-        self.ctl(op, fd, events, token.0)
+        self.epoll.ctl(op, fd, events, token.0)
     }
 
-    /// Waits for events; `None` waits until one arrives or `wake` is called.
+    /// Waits for events (a worker: one at a time, so that none is held
+    /// back from the other workers); `None` waits until one comes.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        // Round up so that a deadline is never reported as not yet reached.
-        let ms = timeout.map_or(-1, |t| {
-            let ms = t.as_micros().div_ceil(1000);
-            ms.min(i32::MAX as u128) as i32
-        });
-        let cap = events.0.capacity() as i32;
-        events.0.clear();
-        // SAFETY: the buffer has `cap` slots; the kernel fills `n` of them,
-        // and we set the length to exactly that.
-        unsafe {
-            let n = libc::epoll_wait(self.epoll.as_raw_fd(), events.0.as_mut_ptr(), cap, ms);
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-            }
-            events.0.set_len(n as usize);
-        }
-        Ok(())
+        self.epoll.wait(events, timeout)
     }
 
-    /// Makes a concurrent or the next `wait` return.
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
-        // counter (EAGAIN) already guarantees a wake-up.
-        unsafe { libc::write(self.waker.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    /// Wakes one idle worker to look at the task queue.
+    pub fn ring(&self) {
+        self.bell.signal();
     }
 
-    /// Resets the waker after it fired.
-    pub fn reset_waker(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-        unsafe { libc::read(self.waker.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+    /// Takes a ring (keeps the eventfd's counter from growing).
+    pub fn answer(&self) {
+        self.bell.reset();
+    }
+
+    /// Wakes every worker, now and in every later wait.
+    pub fn halt(&self) {
+        self.halt.signal();
     }
 }
 
@@ -167,7 +246,7 @@ mod tests {
 
     #[test]
     fn one_shot_fires_once_until_rearmed() {
-        let p = Poller::new().unwrap();
+        let p = ConnPoll::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         let tok = Token(7);
         p.arm(a.as_raw_fd(), tok, Interest::Read, false).unwrap();
@@ -200,5 +279,33 @@ mod tests {
         p.wait(&mut ev, Some(Duration::from_millis(10))).unwrap();
         assert_eq!(ev.iter().count(), 0);
         t.join().unwrap();
+    }
+
+    /// Waits on `p` from `n` threads at once; returns the tokens each got.
+    fn waiters(p: &std::sync::Arc<ConnPoll>, n: usize, then: impl FnOnce()) -> Vec<Option<u64>> {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut ev = Events::with_capacity(1);
+                    p.wait(&mut ev, Some(Duration::from_millis(500))).unwrap();
+                    ev.iter().next().map(|e| e.token)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        then();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_ring_wakes_one_idle_worker_and_halt_wakes_all() {
+        let p = std::sync::Arc::new(ConnPoll::new().unwrap());
+        let got = waiters(&p, 3, || p.ring());
+        assert_eq!(got.iter().filter(|t| **t == Some(BELL)).count(), 1, "{got:?}");
+        assert_eq!(got.iter().filter(|t| t.is_none()).count(), 2, "{got:?}");
+        p.answer();
+        let got = waiters(&p, 3, || p.halt());
+        assert!(got.iter().all(|t| *t == Some(HALT)), "{got:?}");
     }
 }

@@ -1,21 +1,20 @@
-//! The worker queue: the listener pushes work and never waits; workers
-//! block for it. It also counts idle workers, which drives the accept limit
-//! (AsyncRequestWorkerFactor).
-//!
-//! An item for which a worker is waiting goes straight to the worker that
-//! went idle last (LIFO): under a moderate load the same few threads,
-//! cache-warm, do the work, and each sleeps on its own condition variable,
-//! so a hand-off wakes exactly the thread it is for.
+//! The task queue: work that is not a connection becoming ready in the
+//! workers' pollset (timeouts to close, timed callbacks, and, when every
+//! worker is busy, ready connections the listener collected so that their
+//! wait can be seen and bounded). Nobody blocks on it: pushing never waits,
+//! and the queue's bell, in the workers' pollset, wakes the idle worker that
+//! waits there (see `Baton`). It also counts idle workers, which drives the
+//! accept limit (AsyncRequestWorkerFactor).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct WorkQueue<T> {
     inner: Mutex<Inner<T>>,
-    /// Workers waiting, kept readable without the lock for the listener's
-    /// limit check.
+    /// Workers waiting for work, readable without the lock for the
+    /// listener's limit check.
     idle: AtomicUsize,
     /// Items waiting for a worker, likewise.
     queued: AtomicUsize,
@@ -24,41 +23,16 @@ pub struct WorkQueue<T> {
 struct Inner<T> {
     /// Each item with the time it was queued, to measure dispatch latency.
     items: VecDeque<(Instant, T)>,
-    /// Idle workers, the most recently idle last.
-    sleepers: Vec<Arc<Mailbox<T>>>,
     closed: bool,
 }
 
-/// Where one worker sleeps and receives its next item.
-pub struct Mailbox<T> {
-    slot: Mutex<Delivery<T>>,
-    wake: Condvar,
-}
-
-enum Delivery<T> {
-    Empty,
-    Item(Instant, T),
-    Closed,
-}
-
-impl<T> Default for Mailbox<T> {
-    fn default() -> Self {
-        Mailbox { slot: Mutex::new(Delivery::Empty), wake: Condvar::new() }
-    }
-}
-
-impl<T> Mailbox<T> {
-    fn deliver(&self, d: Delivery<T>) {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = d;
-        self.wake.notify_one();
-    }
-}
-
-/// What a worker gets from `pop`.
+/// What a worker gets from `try_pop`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Popped<T> {
     /// An item and how long it waited for a worker.
     Item(T, Duration),
+    /// Nothing queued: the worker waits for work.
+    Empty,
     /// The queue was closed and is empty: the worker exits.
     Closed,
 }
@@ -66,7 +40,7 @@ pub enum Popped<T> {
 impl<T> Default for WorkQueue<T> {
     fn default() -> Self {
         WorkQueue {
-            inner: Mutex::new(Inner { items: VecDeque::new(), sleepers: Vec::new(), closed: false }),
+            inner: Mutex::new(Inner { items: VecDeque::new(), closed: false }),
             idle: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
         }
@@ -79,57 +53,38 @@ impl<T> WorkQueue<T> {
     }
 
     fn publish(&self, inner: &Inner<T>) {
-        // SeqCst: pairs with the listener's pause flag (see child.rs).
-        self.idle.store(inner.sleepers.len(), Ordering::SeqCst);
         self.queued.store(inner.items.len(), Ordering::Release);
     }
 
+    /// Queues an item; the caller rings the workers' bell.
     pub fn push(&self, item: T) {
         let mut inner = self.lock();
-        match inner.sleepers.pop() {
-            Some(mailbox) => {
+        inner.items.push_back((Instant::now(), item));
+        self.publish(&inner);
+    }
+
+    pub fn try_pop(&self) -> Popped<T> {
+        let mut inner = self.lock();
+        match inner.items.pop_front() {
+            Some((at, item)) => {
                 self.publish(&inner);
-                drop(inner);
-                mailbox.deliver(Delivery::Item(Instant::now(), item));
+                Popped::Item(item, at.elapsed())
             }
-            None => {
-                inner.items.push_back((Instant::now(), item));
-                self.publish(&inner);
-            }
+            None if inner.closed => Popped::Closed,
+            None => Popped::Empty,
         }
     }
 
-    /// Blocks until there is an item, or the queue is closed and drained.
-    /// `mailbox` is the calling worker's own. `on_idle` runs once the caller
-    /// counts as idle and before it sleeps, so that whoever watches the idle
-    /// count (the listener's accept limit) can be told at the moment it
-    /// changes.
-    pub fn pop(&self, mailbox: &Arc<Mailbox<T>>, on_idle: impl Fn()) -> Popped<T> {
-        {
-            let mut inner = self.lock();
-            if let Some((at, item)) = inner.items.pop_front() {
-                self.publish(&inner);
-                return Popped::Item(item, at.elapsed());
-            }
-            if inner.closed {
-                return Popped::Closed;
-            }
-            *mailbox.slot.lock().unwrap_or_else(|e| e.into_inner()) = Delivery::Empty;
-            inner.sleepers.push(Arc::clone(mailbox));
-            self.publish(&inner);
-        }
-        on_idle();
-        let mut slot = mailbox.slot.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match std::mem::replace(&mut *slot, Delivery::Empty) {
-                Delivery::Item(at, item) => return Popped::Item(item, at.elapsed()),
-                Delivery::Closed => return Popped::Closed,
-                Delivery::Empty => slot = mailbox.wake.wait(slot).unwrap_or_else(|e| e.into_inner()),
-            }
-        }
+    /// Runs `wait` (a worker waiting for work) with the caller counted as
+    /// idle. SeqCst: pairs with the listener's pause flag (see child.rs).
+    pub fn idle_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let r = wait();
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 
-    /// Workers that would take an item at once.
+    /// Workers waiting for work.
     pub fn idle(&self) -> usize {
         self.idle.load(Ordering::SeqCst)
     }
@@ -147,16 +102,10 @@ impl<T> WorkQueue<T> {
         self.len() == 0
     }
 
-    /// Lets every worker finish what is queued, then exit.
+    /// Lets every worker finish what is queued, then exit (the caller
+    /// halts the workers' pollset so that idle ones look).
     pub fn close(&self) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        let sleepers = std::mem::take(&mut inner.sleepers);
-        self.publish(&inner);
-        drop(inner);
-        for m in sleepers {
-            m.deliver(Delivery::Closed);
-        }
+        self.lock().closed = true;
     }
 
     /// Removes everything queued (an ungraceful stop), for the caller to drop.
@@ -168,89 +117,141 @@ impl<T> WorkQueue<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::thread;
+/// Which idle worker waits in the workers' pollset: one at a time (the
+/// poller); the other idle workers sleep, each on its own condition
+/// variable. The poller that leaves with an event hands the role to the
+/// worker that went to sleep last. So an arriving event wakes at most one
+/// thread, and none while the workers are busy: a worker that finishes
+/// takes the next ready connection without sleeping, and a busy child
+/// serves its load with no wake-ups at all.
+#[derive(Default)]
+pub struct Baton {
+    taken: AtomicBool,
+    sleepers: Mutex<Vec<Arc<Sleeper>>>,
+    /// The length of `sleepers`, readable without the lock.
+    asleep: AtomicUsize,
+}
 
-    fn wait_for(cond: impl Fn() -> bool) {
-        let end = Instant::now() + Duration::from_secs(5);
-        while !cond() {
-            assert!(Instant::now() < end, "condition not reached");
-            thread::yield_now();
+/// Where one idle worker sleeps.
+#[derive(Default)]
+pub struct Sleeper {
+    woken: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Sleeper {
+    fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_one();
+    }
+}
+
+impl Baton {
+    fn sleepers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Sleeper>>> {
+        self.sleepers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the last worker to fall asleep, if any.
+    fn wake_one(&self) {
+        let next = {
+            let mut s = self.sleepers();
+            let next = s.pop();
+            self.asleep.store(s.len(), Ordering::SeqCst);
+            next
+        };
+        if let Some(s) = next {
+            s.wake();
         }
     }
 
+    /// Becomes the poller if nobody is.
+    pub fn try_take(&self) -> bool {
+        !self.taken.swap(true, Ordering::SeqCst)
+    }
+
+    /// The poller leaves the pollset: the last worker to fall asleep is
+    /// woken to take the role.
+    pub fn release(&self) {
+        self.taken.store(false, Ordering::SeqCst);
+        self.wake_one();
+    }
+
+    /// A worker leaves with work it found without the role (in the queue,
+    /// or ready without waiting). If the role is free, it may be because
+    /// `release` woke this very worker for it: the next sleeper is woken
+    /// instead, so that idle workers never all sleep with nobody polling.
+    pub fn hand_on(&self) {
+        if !self.taken.load(Ordering::SeqCst) && self.asleep.load(Ordering::SeqCst) > 0 {
+            self.wake_one();
+        }
+    }
+
+    /// Sleeps until `release` (or `wake_all`) wakes `me`; returns at once
+    /// if the role is free by the time `me` is on the list (SeqCst with
+    /// `release`: either it sees `me` there, or `me` sees the role free).
+    pub fn sleep(&self, me: &Arc<Sleeper>) {
+        *me.woken.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        {
+            let mut s = self.sleepers();
+            s.push(Arc::clone(me));
+            self.asleep.store(s.len(), Ordering::SeqCst);
+        }
+        if !self.taken.load(Ordering::SeqCst) {
+            let mut s = self.sleepers();
+            s.retain(|s| !Arc::ptr_eq(s, me));
+            self.asleep.store(s.len(), Ordering::SeqCst);
+            return;
+        }
+        let mut woken = me.woken.lock().unwrap_or_else(|e| e.into_inner());
+        while !*woken {
+            woken = me.wake.wait(woken).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Wakes every sleeper (the child is stopping).
+    pub fn wake_all(&self) {
+        let all = std::mem::take(&mut *self.sleepers());
+        self.asleep.store(0, Ordering::SeqCst);
+        for s in all {
+            s.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
     #[test]
-    fn fifo_and_idle_count() {
-        let q = Arc::new(WorkQueue::default());
-        let me = Arc::new(Mailbox::default());
+    fn fifo_then_closed_after_the_last_item() {
+        let q = WorkQueue::default();
+        assert_eq!(q.try_pop(), Popped::Empty);
         q.push(1);
         q.push(2);
-        assert_eq!(q.idle(), 0);
         assert_eq!(q.len(), 2);
-        assert!(matches!(q.pop(&me, || ()), Popped::Item(1, _)));
-        assert!(matches!(q.pop(&me, || ()), Popped::Item(2, _)));
-
-        // Each worker takes one item then exits, so the idle count moves
-        // only with the pushes.
-        let workers: Vec<_> = (0..3)
-            .map(|_| {
-                let q = Arc::clone(&q);
-                thread::spawn(move || q.pop(&Arc::new(Mailbox::default()), || ()))
-            })
-            .collect();
-        wait_for(|| q.idle() == 3);
-        q.push(10);
-        assert_eq!(q.idle(), 2, "a hand-off takes a worker off the idle list at once");
-        assert_eq!(q.len(), 0, "handed over, not queued");
         q.close();
-        let got: Vec<Popped<i32>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-        assert_eq!(got.iter().filter(|p| matches!(p, Popped::Item(10, _))).count(), 1);
-        assert_eq!(got.iter().filter(|p| matches!(p, Popped::Closed)).count(), 2);
-        assert_eq!(q.pop(&me, || ()), Popped::Closed);
+        assert!(matches!(q.try_pop(), Popped::Item(1, _)));
+        assert!(matches!(q.try_pop(), Popped::Item(2, _)));
+        assert!(q.is_empty());
+        assert_eq!(q.try_pop(), Popped::Closed);
     }
 
     #[test]
-    fn the_last_worker_to_go_idle_gets_the_next_item() {
-        let q = Arc::new(WorkQueue::default());
-        let first = {
-            let q = Arc::clone(&q);
-            thread::spawn(move || q.pop(&Arc::new(Mailbox::default()), || ()))
-        };
-        wait_for(|| q.idle() == 1);
-        let second = {
-            let q = Arc::clone(&q);
-            thread::spawn(move || q.pop(&Arc::new(Mailbox::default()), || ()))
-        };
-        wait_for(|| q.idle() == 2);
-        q.push("for the second");
-        assert!(matches!(second.join().unwrap(), Popped::Item("for the second", _)));
-        q.close();
-        assert_eq!(first.join().unwrap(), Popped::Closed);
-    }
-
-    #[test]
-    fn close_lets_queued_work_finish() {
-        let q = WorkQueue::default();
-        let me = Arc::new(Mailbox::default());
-        q.push("a");
-        q.close();
-        assert!(matches!(q.pop(&me, || ()), Popped::Item("a", _)));
-        assert_eq!(q.pop(&me, || ()), Popped::Closed);
-    }
-
-    #[test]
-    fn on_idle_runs_once_the_worker_counts_as_idle() {
+    fn a_worker_counts_as_idle_only_while_it_waits() {
         let q = Arc::new(WorkQueue::<u8>::default());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let q2 = Arc::clone(&q);
-        let seen = Arc::new(AtomicUsize::new(usize::MAX));
-        let seen2 = Arc::clone(&seen);
-        let w = thread::spawn(move || q2.pop(&Arc::new(Mailbox::default()), || seen2.store(q2.idle(), Ordering::SeqCst)));
-        wait_for(|| seen.load(Ordering::SeqCst) != usize::MAX);
-        assert_eq!(seen.load(Ordering::SeqCst), 1);
-        q.push(7);
-        assert!(matches!(w.join().unwrap(), Popped::Item(7, _)));
+        let w = thread::spawn(move || q2.idle_while(|| rx.recv().unwrap()));
+        let end = Instant::now() + Duration::from_secs(5);
+        while q.idle() != 1 {
+            assert!(Instant::now() < end, "the waiting worker never counted as idle");
+            thread::yield_now();
+        }
+        tx.send(()).unwrap();
+        w.join().unwrap();
+        assert_eq!(q.idle(), 0);
     }
 
     #[test]
@@ -270,5 +271,73 @@ mod tests {
         q.push(2);
         assert_eq!(q.drain(), vec![1, 2]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn one_poller_at_a_time_and_release_wakes_the_last_sleeper() {
+        let b = Arc::new(Baton::default());
+        assert!(b.try_take());
+        assert!(!b.try_take(), "the role is taken");
+        let woke = Arc::new(AtomicUsize::new(0));
+        let outer = Arc::clone(&b);
+        let sleepers: Vec<_> = (0..2)
+            .map(|i| {
+                let (b, woke) = (Arc::clone(&b), Arc::clone(&woke));
+                let h = thread::spawn(move || {
+                    b.sleep(&Arc::new(Sleeper::default()));
+                    woke.fetch_add(1 << (8 * i), Ordering::SeqCst);
+                });
+                // Let each one fall asleep before the next.
+                let end = Instant::now() + Duration::from_secs(5);
+                while outer.sleepers().len() <= i {
+                    assert!(Instant::now() < end, "sleeper {i} never slept");
+                    thread::yield_now();
+                }
+                h
+            })
+            .collect();
+        b.release();
+        let end = Instant::now() + Duration::from_secs(5);
+        while woke.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < end, "release woke nobody");
+            thread::yield_now();
+        }
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(woke.load(Ordering::SeqCst), 1 << 8, "the last to sleep is woken, and only it");
+        assert!(b.try_take(), "the role is free after release");
+        b.wake_all();
+        for h in sleepers {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn sleeping_while_the_role_is_free_returns_at_once() {
+        let b = Baton::default();
+        b.sleep(&Arc::new(Sleeper::default()));
+        assert!(b.sleepers().is_empty());
+    }
+
+    #[test]
+    fn a_worker_leaving_with_work_while_the_role_is_free_wakes_a_sleeper() {
+        let b = Arc::new(Baton::default());
+        assert!(b.try_take());
+        let sleeper = {
+            let b = Arc::clone(&b);
+            thread::spawn(move || b.sleep(&Arc::new(Sleeper::default())))
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while b.asleep.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < end, "never slept");
+            thread::yield_now();
+        }
+        b.hand_on();
+        thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "the role is held: nobody is woken");
+        // The holder leaves without release (as a worker woken for the role
+        // that found work at once): hand_on passes the role on.
+        b.taken.store(false, Ordering::SeqCst);
+        b.hand_on();
+        sleeper.join().unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct ChildStats {
     pub pid: AtomicI32,
-    /// Connections parked in the listener's pollset.
+    /// Connections parked in the pollset.
     pub pollset: AtomicU32,
     /// Tasks waiting for a worker.
     pub queued: AtomicU32,

@@ -42,8 +42,10 @@ pub fn render(r: StatusRequest, short: bool) {
                 load(&s.pollset), c.keep_alive.saturating_sub(heads), c.write_completion, c.lingering_close,
                 c.wait_io, load(&s.queued), load(&s.timers));
         }
-        out.push_str("</table>\n<p>queue: tasks waiting for a worker thread; dispatch latency: time from \
-            the listener queuing a task to a worker taking it.</p>\n");
+        out.push_str("</table>\n<p>queue: tasks waiting for a worker thread (connections to close, timed \
+            callbacks, and ready connections collected while no worker was idle; workers take other ready \
+            connections from the pollset directly); dispatch latency: how long queued tasks waited for a \
+            worker.</p>\n");
     }
     r.puts(&out);
 }

@@ -1,4 +1,5 @@
-//! Timeout queues for connections parked in the listener's pollset.
+//! Timeout queues for connections parked in the workers' pollset (the
+//! listener enforces them).
 //!
 //! Every queue has one timeout, so appending keeps it sorted by deadline:
 //! expiry only looks at queue heads, and removal by token is O(1) through
