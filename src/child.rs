@@ -35,6 +35,12 @@ pub enum Mode {
 /// to be reused or freed, not hoarded.
 const SPARE_RECYCLED_POOLS: usize = 16;
 
+/// How long the poller role may stay free while workers sleep and no
+/// worker starts a task, before the listener wakes one for it: under load
+/// the workers that finish requests serve what is ready and take the role
+/// themselves; this bounds the wait when all of them are in long requests.
+pub const POLLER_GRACE: Duration = Duration::from_millis(50);
+
 /// What the listener, the workers and the main thread of a child share.
 pub struct Runtime {
     pub slot: usize,
@@ -46,7 +52,7 @@ pub struct Runtime {
     /// The parked connections, which idle workers wait on.
     pub conns: ConnPoll,
     /// Which idle worker waits in `conns`.
-    baton: Baton,
+    pub baton: Baton,
     pub queue: WorkQueue<Task>,
     pub parked: Mutex<Parked<Waiting>>,
     /// Connections a module suspended (CONN_STATE_SUSPENDED).
@@ -362,6 +368,8 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
 /// until that one leaves with an event. `None` when the child is done.
 fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Task> {
     let mut timeout = Some(Duration::ZERO);
+    // Woken by `release` to take the poller role, and not taken it yet.
+    let mut called = false;
     loop {
         match rt.queue.try_pop() {
             Popped::Item(t, waited) => {
@@ -372,7 +380,10 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 let s = stats::get(rt.slot);
                 s.dispatched(waited);
                 s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
-                rt.baton.hand_on();
+                rt.baton.started();
+                if called {
+                    rt.baton.orphan();
+                }
                 return Some(t);
             }
             Popped::Closed => {
@@ -384,12 +395,16 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
         }
         let blocking = timeout.is_none();
         if blocking && !rt.baton.try_take() {
-            rt.queue.idle_while(|| {
+            // The role is held: a call this worker carried is spent.
+            called = rt.queue.idle_while(|| {
                 wake_paused_listener(rt);
-                rt.baton.sleep(me);
+                rt.baton.sleep(me)
             });
             timeout = Some(Duration::ZERO);
             continue;
+        }
+        if blocking {
+            called = false;
         }
         let waited = if blocking {
             let r = rt.queue.idle_while(|| {
@@ -418,7 +433,10 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 HALT => rt.baton.wake_all(),
                 t => {
                     if let Some(r) = rt.take_ready(Token(t), ev.closed) {
-                        rt.baton.hand_on();
+                        rt.baton.started();
+                        if called {
+                            rt.baton.orphan();
+                        }
                         return Some(Task::Ready(r));
                     }
                 }

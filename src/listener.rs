@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::child::{self, Limit, Mode, Runtime};
+use crate::child::{self, Limit, Mode, POLLER_GRACE, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
 use crate::poller::{BELL, HALT};
 use crate::ffi::httpd::{self, Pod, PodSignal};
@@ -154,6 +154,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         if rt.queue.idle() == 0 {
             harvest(rt, &mut events);
         }
+        rt.baton.fill_vacancy(POLLER_GRACE);
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
@@ -187,7 +188,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 }
 
 /// The earliest of: a parked connection's deadline or time to dehydrate, a
-/// timed callback, the end of an accept back-off, MAX_SLEEP from now. Under
+/// timed callback, the end of an accept back-off, a look at a vacant poller
+/// role, the next collection of ready connections while no worker is idle,
+/// MAX_SLEEP from now. Under
 /// the same locks, publishes this child's figures for mod_status (they are
 /// those the last iteration left).
 fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
@@ -206,8 +209,9 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
     let harvest = (rt.queue.idle() == 0).then(|| Instant::now() + HARVEST_INTERVAL);
+    let vacancy = rt.baton.vacancy_check(POLLER_GRACE);
     let cap = Instant::now() + MAX_SLEEP;
-    [expiry, dehydrate, timer, acc.backoff_until, recheck, harvest].into_iter().flatten().fold(cap, Instant::min)
+    [expiry, dehydrate, timer, acc.backoff_until, recheck, harvest, vacancy].into_iter().flatten().fold(cap, Instant::min)
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers

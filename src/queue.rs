@@ -7,7 +7,7 @@
 //! accept limit (AsyncRequestWorkerFactor).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,12 +124,32 @@ impl<T> WorkQueue<T> {
 /// thread, and none while the workers are busy: a worker that finishes
 /// takes the next ready connection without sleeping, and a busy child
 /// serves its load with no wake-ups at all.
-#[derive(Default)]
 pub struct Baton {
     taken: AtomicBool,
     sleepers: Mutex<Vec<Arc<Sleeper>>>,
     /// The length of `sleepers`, readable without the lock.
     asleep: AtomicUsize,
+    /// Since when the role has been free with workers asleep, after a
+    /// worker woken for it left with other work (see `orphan`).
+    vacant: AtomicBool,
+    vacant_since: Mutex<Option<Instant>>,
+    /// When a worker last started a task, as ns since `epoch`.
+    last_start: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Baton {
+    fn default() -> Self {
+        Baton {
+            taken: AtomicBool::new(false),
+            sleepers: Mutex::new(Vec::new()),
+            asleep: AtomicUsize::new(0),
+            vacant: AtomicBool::new(false),
+            vacant_since: Mutex::new(None),
+            last_start: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// Where one idle worker sleeps.
@@ -164,9 +184,17 @@ impl Baton {
         }
     }
 
+    fn vacancy(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.vacant_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Becomes the poller if nobody is.
     pub fn try_take(&self) -> bool {
-        !self.taken.swap(true, Ordering::SeqCst)
+        let took = !self.taken.swap(true, Ordering::SeqCst);
+        if took && self.vacant.swap(false, Ordering::SeqCst) {
+            *self.vacancy() = None;
+        }
+        took
     }
 
     /// The poller leaves the pollset: the last worker to fall asleep is
@@ -176,20 +204,77 @@ impl Baton {
         self.wake_one();
     }
 
-    /// A worker leaves with work it found without the role (in the queue,
-    /// or ready without waiting). If the role is free, it may be because
-    /// `release` woke this very worker for it: the next sleeper is woken
-    /// instead, so that idle workers never all sleep with nobody polling.
-    pub fn hand_on(&self) {
-        if !self.taken.load(Ordering::SeqCst) && self.asleep.load(Ordering::SeqCst) > 0 {
+    /// A worker starts a task.
+    pub fn started(&self) {
+        let ns = self.epoch.elapsed().as_nanos() as u64;
+        self.last_start.store(ns, Ordering::Relaxed);
+    }
+
+    /// A worker that `release` woke to take the role leaves with work it
+    /// found first (queued, or ready without waiting). Under load that is
+    /// common and harmless: the next worker to finish takes the role, and
+    /// meanwhile the workers already running serve what is ready. But if
+    /// none finishes soon (long requests), idle workers would sleep with
+    /// nobody polling: the vacancy is noted, and this returns since when,
+    /// for whoever watches (`fill_vacancy`). Waking the next sleeper at once
+    /// instead would wake them all in a chain under load, each finding
+    /// work, and more threads than cores in the middle of requests make the
+    /// slowest requests much slower (measured: p99 tripled).
+    pub fn orphan(&self) -> Option<Instant> {
+        if self.taken.load(Ordering::SeqCst) || self.asleep.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let mut v = self.vacancy();
+        self.vacant.store(true, Ordering::SeqCst);
+        Some(*v.get_or_insert_with(Instant::now))
+    }
+
+    /// When to look at a noted vacancy again, if it is still open.
+    pub fn vacancy_check(&self, grace: Duration) -> Option<Instant> {
+        self.vacant_since().map(|since| since + grace)
+    }
+
+    /// When a noted vacancy began, if it is still open.
+    fn vacant_since(&self) -> Option<Instant> {
+        if !self.vacant.load(Ordering::SeqCst) {
+            return None;
+        }
+        *self.vacancy()
+    }
+
+    /// Looks at a vacancy `grace` after it was noted (or last looked at):
+    /// if no worker has started a task meanwhile, a sleeper is woken for
+    /// the role; else the workers are serving what is ready, and the next
+    /// one to run out of work takes the role, so it is looked at again
+    /// `grace` later. (Looking more often costs the loaded child wake-ups of
+    /// the listener, which measurably lengthened its slowest requests.)
+    pub fn fill_vacancy(&self, grace: Duration) {
+        if !self.vacant.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut since = self.vacancy();
+        let Some(at) = *since else { return };
+        if at.elapsed() < grace {
+            return;
+        }
+        let last = Duration::from_nanos(self.last_start.load(Ordering::Relaxed));
+        if self.epoch.elapsed().saturating_sub(last) < grace {
+            *since = Some(Instant::now());
+            return;
+        }
+        *since = None;
+        self.vacant.store(false, Ordering::SeqCst);
+        drop(since);
+        if !self.taken.load(Ordering::SeqCst) {
             self.wake_one();
         }
     }
 
-    /// Sleeps until `release` (or `wake_all`) wakes `me`; returns at once
-    /// if the role is free by the time `me` is on the list (SeqCst with
-    /// `release`: either it sees `me` there, or `me` sees the role free).
-    pub fn sleep(&self, me: &Arc<Sleeper>) {
+    /// Sleeps until `release` (or `wake_all`) wakes `me`, and returns true;
+    /// returns false at once if the role is free by the time `me` is on the
+    /// list (SeqCst with `release`: either it sees `me` there, or `me` sees
+    /// the role free).
+    pub fn sleep(&self, me: &Arc<Sleeper>) -> bool {
         *me.woken.lock().unwrap_or_else(|e| e.into_inner()) = false;
         {
             let mut s = self.sleepers();
@@ -200,12 +285,13 @@ impl Baton {
             let mut s = self.sleepers();
             s.retain(|s| !Arc::ptr_eq(s, me));
             self.asleep.store(s.len(), Ordering::SeqCst);
-            return;
+            return false;
         }
         let mut woken = me.woken.lock().unwrap_or_else(|e| e.into_inner());
         while !*woken {
             woken = me.wake.wait(woken).unwrap_or_else(|e| e.into_inner());
         }
+        true
     }
 
     /// Wakes every sleeper (the child is stopping).
@@ -314,12 +400,12 @@ mod tests {
     #[test]
     fn sleeping_while_the_role_is_free_returns_at_once() {
         let b = Baton::default();
-        b.sleep(&Arc::new(Sleeper::default()));
+        assert!(!b.sleep(&Arc::new(Sleeper::default())));
         assert!(b.sleepers().is_empty());
     }
 
     #[test]
-    fn a_worker_leaving_with_work_while_the_role_is_free_wakes_a_sleeper() {
+    fn a_vacant_role_with_workers_asleep_is_filled_after_the_grace_time() {
         let b = Arc::new(Baton::default());
         assert!(b.try_take());
         let sleeper = {
@@ -331,13 +417,17 @@ mod tests {
             assert!(Instant::now() < end, "never slept");
             thread::yield_now();
         }
-        b.hand_on();
-        thread::sleep(Duration::from_millis(20));
-        assert!(!sleeper.is_finished(), "the role is held: nobody is woken");
-        // The holder leaves without release (as a worker woken for the role
-        // that found work at once): hand_on passes the role on.
+        assert_eq!(b.orphan(), None, "the role is held: no vacancy");
+        // The role is free and the worker woken for it leaves with other
+        // work: a vacancy, filled once it has lasted the grace time.
         b.taken.store(false, Ordering::SeqCst);
-        b.hand_on();
+        let since = b.orphan().expect("a vacancy");
+        assert_eq!(b.orphan(), Some(since), "the same vacancy");
+        b.fill_vacancy(Duration::from_secs(60));
+        thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "woken before the grace time");
+        b.fill_vacancy(Duration::from_millis(1));
         sleeper.join().unwrap();
+        assert_eq!(b.vacant_since(), None);
     }
 }
