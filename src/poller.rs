@@ -222,7 +222,8 @@ impl ConnPoll {
         self.epoll.wait(events, timeout)
     }
 
-    /// Wakes one idle worker to look at the task queue.
+    /// Tells the worker polling (or the next one to poll) to look at the
+    /// task queue.
     pub fn ring(&self) {
         self.bell.signal();
     }
