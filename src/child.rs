@@ -164,11 +164,17 @@ impl Runtime {
     /// the listener) can never take the connection before it is armed.
     pub fn park(&self, mut item: Waiting, wait: Wait, timeout: Duration, since: Instant, interest: Interest) {
         let fd = item.fd();
-        let registered = item.mark_registered();
+        let registered = item.mark_registered(wait);
         let deadline = since + timeout;
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let token = parked.insert(item, wait, timeout, since);
-        if let Err(e) = self.conns.arm(fd, token, interest, registered) {
+        // Lingering closes wait in the listener's set: it drains them.
+        let armed = if wait == Wait::Linger {
+            self.poller.arm(fd, token, interest, registered)
+        } else {
+            self.conns.arm(fd, token, interest, registered)
+        };
+        if let Err(e) = armed {
             let item = parked.remove(token).map(|(c, _, _)| c);
             drop(parked);
             log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "AH03093: pollset add failure, closing connection");

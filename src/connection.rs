@@ -135,9 +135,11 @@ impl Waiting {
         }
     }
 
-    /// Marks the fd as known to epoll; returns whether it already was.
-    pub fn mark_registered(&mut self) -> bool {
+    /// Marks the fd as known to the pollset that `wait` uses; returns
+    /// whether it already was.
+    pub fn mark_registered(&mut self, wait: Wait) -> bool {
         let flag = match self {
+            Waiting::Conn(c) if wait == Wait::Linger => &mut c.draining,
             Waiting::Conn(c) => &mut c.registered,
             Waiting::New(n) => &mut n.registered,
         };
@@ -167,8 +169,10 @@ pub struct Conn {
     /// set from httpd's post_read_request hook.
     ka_timeout: AtomicI64,
     io_timeout: AtomicI64,
-    /// Known to epoll (armed at least once).
+    /// Known to the workers' pollset (armed there at least once).
     registered: bool,
+    /// Known to the listener's pollset, where it waits in lingering close.
+    draining: bool,
     /// Modules were told it left its worker (and not told it came back).
     suspended: bool,
     /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
@@ -237,6 +241,7 @@ impl Conn {
             ka_timeout: AtomicI64::new(ka),
             io_timeout: AtomicI64::new(io),
             registered,
+            draining: false,
             suspended: false,
             lowat: false,
             linger_since: None,
@@ -539,11 +544,11 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
     }
 }
 
-/// A parked connection's event fired (on a worker): what to run now, if
-/// anything, or it waits on. `peek` is a buffer for looking at request
-/// heads, `None` when the admin turned that off (AsyncRequestHead Off) or
-/// the peer finished sending.
-fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) -> Option<Task> {
+/// A parked connection's event fired (on a worker, or on the listener for
+/// a lingering close): what to run now, if anything, or it waits on.
+/// `peek` is a buffer for looking at request heads, `None` when the admin
+/// turned that off (AsyncRequestHead Off) or the peer finished sending.
+pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) -> Option<Task> {
     let mut conn = match item {
         Waiting::New(mut new) => {
             match peek.map(|buf| look(new.fd(), buf)) {

@@ -143,6 +143,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                     let _ = rt.poller.remove(p.read_fd());
                     rt.stop(mode);
                 }
+                t if t <= Token::MAX => drain(rt, Token(t), ev.closed),
                 t => {
                     if let Some(l) = t.checked_sub(LISTENER_BASE).and_then(|i| listeners.get(i as usize)) {
                         accept_one(rt, &mut acc, *l);
@@ -308,6 +309,15 @@ fn harvest(rt: &Runtime, events: &mut Events) {
                     rt.push(Task::Ready(r));
                 }
             }
+        }
+    }
+}
+
+/// A connection in lingering close sent more (or its FIN): drained here.
+fn drain(rt: &Runtime, token: Token, closed: bool) {
+    if let Some(r) = rt.take_ready(token, closed) {
+        if let Some(task) = connection::ready(rt, r.item, r.wait, r.since, None) {
+            rt.push(task);
         }
     }
 }

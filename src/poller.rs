@@ -1,7 +1,9 @@
 //! A small, honest epoll layer: two sets per child.
 //!
-//! - `Poller`, the listener's: listening sockets, the pipe of death and an
-//!   eventfd that wakes the listener.
+//! - `Poller`, the listener's: listening sockets, the pipe of death, an
+//!   eventfd that wakes the listener, and connections in lingering close,
+//!   which the listener drains itself (a closing connection never wakes a
+//!   worker).
 //! - `ConnPoll`, the workers': every parked client connection, armed
 //!   one-shot. Workers take ready connections from it themselves (one idle
 //!   worker waits in it, see queue::Baton), so a request is served by the
@@ -84,6 +86,18 @@ impl Epoll {
         // SAFETY: `ev` is a valid epoll_event for the call; a stale or
         // closed fd only yields an error.
         cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    /// Arms a connection for one event. `registered` says whether the fd is
+    /// already known to this set (then MOD, else ADD).
+    fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
+        let dir = match interest {
+            Interest::Read => libc::EPOLLIN | libc::EPOLLRDHUP,
+            Interest::Write => libc::EPOLLOUT,
+        };
+        let events = (dir | libc::EPOLLONESHOT) as u32;
+        let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        self.ctl(op, fd, events, token.0)
     }
 
     /// Waits for events; `None` waits until one arrives.
@@ -171,6 +185,12 @@ impl Poller {
         self.epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
+    /// Arms a lingering connection, which the listener drains itself (see
+    /// `Epoll::arm`).
+    pub fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
+        self.epoll.arm(fd, token, interest, registered)
+    }
+
     /// Waits for events; `None` waits until one arrives or `wake` is called.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.epoll.wait(events, timeout)
@@ -204,16 +224,9 @@ impl ConnPoll {
         Ok(p)
     }
 
-    /// Arms a connection for one event. `registered` says whether the fd is
-    /// already known to epoll (then MOD, else ADD).
+    /// Arms a connection for one event (see `Epoll::arm`).
     pub fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
-        let dir = match interest {
-            Interest::Read => libc::EPOLLIN | libc::EPOLLRDHUP,
-            Interest::Write => libc::EPOLLOUT,
-        };
-        let events = (dir | libc::EPOLLONESHOT) as u32;
-        let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
-        self.epoll.ctl(op, fd, events, token.0)
+        self.epoll.arm(fd, token, interest, registered)
     }
 
     /// Waits for events (a worker: one at a time, so that none is held
