@@ -1,6 +1,6 @@
 //! The connection engine: what waits for the client (a slow reader, a
 //! stalled request head, a lingering close, an idle keep-alive connection)
-//! waits in the listener's pollset, not in a worker thread; shedding of idle
+//! waits in a pollset, not in a worker thread; shedding of idle
 //! connections under overload; scoreboard counters and the server-status
 //! section of the MPM; KeepAliveTimeout per virtual host.
 
