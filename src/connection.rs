@@ -666,8 +666,11 @@ pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
             rt.push(Task::New(new));
         }
         (Waiting::Conn(conn), Wait::Linger) => conn.close(rt),
+        // Marked as ending, or the shutdown task would find the partial
+        // head readable and hand it to httpd, whose own header timer would
+        // start again.
         (Waiting::Conn(conn), Wait::Head) => {
-            log_head_timeout();
+            head_timed_out(&conn);
             rt.shutdown(conn);
         }
         (Waiting::Conn(conn), _) => rt.shutdown(conn),

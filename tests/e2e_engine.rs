@@ -232,10 +232,11 @@ impl Drop for TricklingClient {
 }
 
 /// mod_reqtimeout's header timeout must hold however the MPM reads request
-/// heads: a head that stalls, and one that trickles a header line every
-/// 100 ms (which Timeout alone never ends: every read gets data), are both
-/// answered 408 (or closed) at RequestReadTimeout header=2 (+1.5 s), with
-/// Timeout at 30 s. This is the slowloris defence of a stock configuration.
+/// heads: a head that stalls, one that trickles a header line every 100 ms
+/// (which Timeout alone never ends: every read gets data), and a second
+/// request's head that stalls on a kept-alive connection, are all answered
+/// 408 (or closed) at RequestReadTimeout header=2 (+1.5 s), with Timeout at
+/// 30 s. This is the slowloris defence of a stock configuration.
 #[test]
 fn request_read_timeout_ends_stalled_and_trickling_heads() {
     let server = server()
@@ -245,21 +246,35 @@ fn request_read_timeout_ends_stalled_and_trickling_heads() {
         .directives("Timeout 30\nRequestReadTimeout header=2 body=2")
         .start();
     let trickling = TricklingClient::start(&server);
-    let mut stalled = server.connect();
-    stalled.send(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let sent = Instant::now();
-    stalled.set_read_timeout(Duration::from_secs(8));
-    let stalled_outcome = match stalled.read_response() {
-        Ok(r) => format!("status {}", r.status),
-        Err(e) if is_closed_before_response(&e) => "closed".to_string(),
-        Err(e) => format!("error: {e}"),
+    let mut kept = server.connect();
+    assert_eq!(kept.get(SMALL_PATH).expect("first request on the kept-alive connection").status, 200);
+    let stall = |conn: &mut Conn| {
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let sent = Instant::now();
+        conn.set_read_timeout(Duration::from_secs(8));
+        let outcome = match conn.read_response() {
+            Ok(r) => format!("status {}", r.status),
+            Err(e) if is_closed_before_response(&e) => "closed".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        (outcome, sent.elapsed())
     };
-    let stalled_after = sent.elapsed();
+    let (kept_outcome, kept_after) = thread::scope(|s| {
+        let kept = s.spawn(|| stall(&mut kept));
+        let (stalled_outcome, stalled_after) = stall(&mut server.connect());
+        assert!(
+            (stalled_outcome == "status 408" || stalled_outcome == "closed")
+                && stalled_after >= Duration::from_millis(1500)
+                && stalled_after <= Duration::from_millis(3500),
+            "stalled head: {stalled_outcome} after {stalled_after:?}; RequestReadTimeout header=2"
+        );
+        kept.join().unwrap()
+    });
     assert!(
-        (stalled_outcome == "status 408" || stalled_outcome == "closed")
-            && stalled_after >= Duration::from_millis(1500)
-            && stalled_after <= Duration::from_millis(3500),
-        "stalled head: {stalled_outcome} after {stalled_after:?}; RequestReadTimeout header=2"
+        (kept_outcome == "status 408" || kept_outcome == "closed")
+            && kept_after >= Duration::from_millis(1500)
+            && kept_after <= Duration::from_millis(3500),
+        "second request's stalled head: {kept_outcome} after {kept_after:?}; RequestReadTimeout header=2"
     );
     wait_until(Duration::from_secs(4), || trickling.answer().is_some());
     let answer = trickling.answer();
