@@ -35,11 +35,11 @@ pub enum Mode {
 /// to be reused or freed, not hoarded.
 const SPARE_RECYCLED_POOLS: usize = 16;
 
-/// How long the poller role may stay free while workers sleep and no
-/// worker starts a task, before the listener wakes one for it: under load
-/// the workers that finish requests serve what is ready and take the role
-/// themselves; this bounds the wait when all of them are in long requests.
-pub const POLLER_GRACE: Duration = Duration::from_millis(50);
+/// How long the poller role may stay free while workers sleep before the
+/// listener looks whether every busy worker is in a long task (then it
+/// wakes one for the role): under load the workers that finish requests
+/// serve what is ready and take the role themselves.
+pub const POLLER_GRACE: Duration = Duration::from_millis(20);
 
 /// What the listener, the workers and the main thread of a child share.
 pub struct Runtime {
@@ -74,6 +74,8 @@ pub struct Runtime {
     pconf: PoolRef<'static>,
     /// The socket each worker is serving, for an ungraceful stop.
     worker_fds: Vec<AtomicI32>,
+    /// When each worker started its task, as ns since `epoch` (0: idle).
+    task_since: Vec<AtomicU64>,
     /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
     pub conns_left: AtomicI32,
     /// Task::Shutdown items in the queue (they are not work clients wait on).
@@ -193,9 +195,19 @@ impl Runtime {
     /// Wakes the listener if it sleeps past `deadline`.
     fn wake_for(&self, deadline: Instant) {
         let at = deadline.saturating_duration_since(self.epoch).as_nanos() as u64;
-        if at < self.next_wakeup.load(Ordering::Acquire) {
+        if at < self.next_wakeup.load(Ordering::SeqCst) {
             self.poller.wake();
         }
+    }
+
+    /// Every busy worker has been in its task for `grace` or more.
+    pub fn workers_stuck(&self, grace: Duration) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let grace = grace.as_nanos() as u64;
+        self.task_since.iter().all(|t| {
+            let since = t.load(Ordering::Relaxed);
+            since == 0 || now.saturating_sub(since) >= grace
+        })
     }
 
     /// Queues a task and wakes an idle worker for it.
@@ -361,7 +373,9 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             Task::Callback(_) => -1,
         };
         rt.worker_fds[index].store(fd, Ordering::Release);
+        rt.task_since[index].store(rt.epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
         connection::serve(rt, &w, task, &mut peek);
+        rt.task_since[index].store(0, Ordering::Relaxed);
         rt.worker_fds[index].store(-1, Ordering::Release);
     }
     let status = if rt.mode() == Mode::Ungraceful { sys::SERVER_DEAD } else { sys::SERVER_GRACEFUL };
@@ -386,7 +400,6 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 let s = stats::get(rt.slot);
                 s.dispatched(waited);
                 s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
-                rt.baton.started();
                 if called {
                     rt.baton.orphan();
                 }
@@ -439,7 +452,6 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 HALT => rt.baton.wake_all(),
                 t => {
                     if let Some(r) = rt.take_ready(Token(t), ev.closed) {
-                        rt.baton.started();
                         if called {
                             rt.baton.orphan();
                         }
@@ -585,6 +597,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         pools: Mutex::new(Vec::new()),
         pconf,
         worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
+        task_since: (0..cfg.threads_per_child).map(|_| AtomicU64::new(0)).collect(),
         conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
         shutdowns_queued: AtomicUsize::new(0),
         async_head: cfg.async_request_head,

@@ -113,9 +113,13 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             Mode::Running => {}
         }
 
+        // Until the deadline is known, a worker parking a connection (or a
+        // module registering a callback) wakes us: else one that read the
+        // last, already passed, deadline would let us sleep past its own.
+        rt.next_wakeup.store(u64::MAX, Ordering::SeqCst);
         let next = next_deadline(rt, &acc);
         let deadline = trim_after.map_or(next, |t| t.min(next));
-        rt.next_wakeup.store(deadline.saturating_duration_since(rt.epoch).as_nanos() as u64, Ordering::Release);
+        rt.next_wakeup.store(deadline.saturating_duration_since(rt.epoch).as_nanos() as u64, Ordering::SeqCst);
         let timeout = Some(deadline.saturating_duration_since(Instant::now()));
         if let Err(e) = rt.poller.wait(&mut events, timeout) {
             log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0),
@@ -155,7 +159,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         if rt.queue.idle() == 0 {
             harvest(rt, &mut events);
         }
-        rt.baton.fill_vacancy(POLLER_GRACE);
+        rt.baton.fill_vacancy(POLLER_GRACE, || rt.workers_stuck(POLLER_GRACE));
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);

@@ -7,7 +7,7 @@
 //! accept limit (AsyncRequestWorkerFactor).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,7 @@ impl<T> WorkQueue<T> {
 /// thread, and none while the workers are busy: a worker that finishes
 /// takes the next ready connection without sleeping, and a busy child
 /// serves its load with no wake-ups at all.
+#[derive(Default)]
 pub struct Baton {
     taken: AtomicBool,
     sleepers: Mutex<Vec<Arc<Sleeper>>>,
@@ -133,23 +134,6 @@ pub struct Baton {
     /// worker woken for it left with other work (see `orphan`).
     vacant: AtomicBool,
     vacant_since: Mutex<Option<Instant>>,
-    /// When a worker last started a task, as ns since `epoch`.
-    last_start: AtomicU64,
-    epoch: Instant,
-}
-
-impl Default for Baton {
-    fn default() -> Self {
-        Baton {
-            taken: AtomicBool::new(false),
-            sleepers: Mutex::new(Vec::new()),
-            asleep: AtomicUsize::new(0),
-            vacant: AtomicBool::new(false),
-            vacant_since: Mutex::new(None),
-            last_start: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
 }
 
 /// Where one idle worker sleeps.
@@ -204,19 +188,13 @@ impl Baton {
         self.wake_one();
     }
 
-    /// A worker starts a task.
-    pub fn started(&self) {
-        let ns = self.epoch.elapsed().as_nanos() as u64;
-        self.last_start.store(ns, Ordering::Relaxed);
-    }
-
     /// A worker that `release` woke to take the role leaves with work it
     /// found first (queued, or ready without waiting). Under load that is
     /// common and harmless: the next worker to finish takes the role, and
     /// meanwhile the workers already running serve what is ready. But if
-    /// none finishes soon (long requests), idle workers would sleep with
-    /// nobody polling: the vacancy is noted, and this returns since when,
-    /// for whoever watches (`fill_vacancy`). Waking the next sleeper at once
+    /// they are all in long requests, idle workers would sleep with nobody
+    /// polling: the vacancy is noted, and this returns since when, for
+    /// whoever watches (`fill_vacancy`). Waking the next sleeper at once
     /// instead would wake them all in a chain under load, each finding
     /// work, and more threads than cores in the middle of requests make the
     /// slowest requests much slower (measured: p99 tripled).
@@ -243,12 +221,13 @@ impl Baton {
     }
 
     /// Looks at a vacancy `grace` after it was noted (or last looked at):
-    /// if no worker has started a task meanwhile, a sleeper is woken for
-    /// the role; else the workers are serving what is ready, and the next
-    /// one to run out of work takes the role, so it is looked at again
-    /// `grace` later. (Looking more often costs the loaded child wake-ups of
-    /// the listener, which measurably lengthened its slowest requests.)
-    pub fn fill_vacancy(&self, grace: Duration) {
+    /// if every busy worker is `stuck` (in a task for `grace` or more), a
+    /// sleeper is woken for the role; else those workers finish tasks and
+    /// serve what is ready, and the next one to run out of work takes the
+    /// role, so it is looked at again `grace` later. (Looking more often
+    /// costs the loaded child wake-ups of the listener, which measurably
+    /// lengthened its slowest requests.)
+    pub fn fill_vacancy(&self, grace: Duration, stuck: impl FnOnce() -> bool) {
         if !self.vacant.load(Ordering::SeqCst) {
             return;
         }
@@ -257,8 +236,7 @@ impl Baton {
         if at.elapsed() < grace {
             return;
         }
-        let last = Duration::from_nanos(self.last_start.load(Ordering::Relaxed));
-        if self.epoch.elapsed().saturating_sub(last) < grace {
+        if !stuck() {
             *since = Some(Instant::now());
             return;
         }
@@ -423,10 +401,15 @@ mod tests {
         b.taken.store(false, Ordering::SeqCst);
         let since = b.orphan().expect("a vacancy");
         assert_eq!(b.orphan(), Some(since), "the same vacancy");
-        b.fill_vacancy(Duration::from_secs(60));
+        b.fill_vacancy(Duration::from_secs(60), || true);
         thread::sleep(Duration::from_millis(20));
         assert!(!sleeper.is_finished(), "woken before the grace time");
-        b.fill_vacancy(Duration::from_millis(1));
+        b.fill_vacancy(Duration::from_millis(1), || false);
+        thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "woken while a worker is not stuck");
+        assert!(b.vacant_since().is_some(), "still vacant, looked at again later");
+        thread::sleep(Duration::from_millis(2));
+        b.fill_vacancy(Duration::from_millis(1), || true);
         sleeper.join().unwrap();
         assert_eq!(b.vacant_since(), None);
     }
