@@ -200,6 +200,18 @@ impl Runtime {
         }
     }
 
+    /// A worker woken to take the poller role leaves with other work. If
+    /// the other busy workers are all in long tasks (HTTP/2 sessions, say),
+    /// none of them will come back for the role soon: the next sleeper is
+    /// called now. Else the role may stay free (see `Baton::orphan`).
+    fn leave_poller_role(&self) {
+        if self.workers_stuck(POLLER_GRACE) {
+            self.baton.call_next();
+        } else {
+            self.baton.orphan();
+        }
+    }
+
     /// Every busy worker has been in its task for `grace` or more.
     pub fn workers_stuck(&self, grace: Duration) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64;
@@ -401,7 +413,7 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 s.dispatched(waited);
                 s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
                 if called {
-                    rt.baton.orphan();
+                    rt.leave_poller_role();
                 }
                 return Some(t);
             }
@@ -453,7 +465,7 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 t => {
                     if let Some(r) = rt.take_ready(Token(t), ev.closed) {
                         if called {
-                            rt.baton.orphan();
+                            rt.leave_poller_role();
                         }
                         return Some(Task::Ready(r));
                     }

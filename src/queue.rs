@@ -207,6 +207,14 @@ impl Baton {
         Some(*v.get_or_insert_with(Instant::now))
     }
 
+    /// Wakes the next sleeper for the role if it is free (the caller
+    /// leaves with other work and nobody else will come back for it soon).
+    pub fn call_next(&self) {
+        if !self.taken.load(Ordering::SeqCst) && self.asleep.load(Ordering::SeqCst) > 0 {
+            self.wake_one();
+        }
+    }
+
     /// When to look at a noted vacancy again, if it is still open.
     pub fn vacancy_check(&self, grace: Duration) -> Option<Instant> {
         self.vacant_since().map(|since| since + grace)
