@@ -399,9 +399,17 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
 /// connections' pollset if no other worker does (see `Baton`), else asleep
 /// until that one leaves with an event. `None` when the child is done.
 fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Task> {
-    let mut timeout = Some(Duration::ZERO);
     // Woken by `release` to take the poller role, and not taken it yet.
     let mut called = false;
+    let task = take_task(rt, events, me, &mut called)?;
+    if called {
+        rt.leave_poller_role();
+    }
+    Some(task)
+}
+
+fn take_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>, called: &mut bool) -> Option<Task> {
+    let mut timeout = Some(Duration::ZERO);
     loop {
         match rt.queue.try_pop() {
             Popped::Item(t, waited) => {
@@ -412,9 +420,6 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 let s = stats::get(rt.slot);
                 s.dispatched(waited);
                 s.queued.store(rt.queue.len() as u32, Ordering::Relaxed);
-                if called {
-                    rt.leave_poller_role();
-                }
                 return Some(t);
             }
             Popped::Closed => {
@@ -427,21 +432,13 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
         let blocking = timeout.is_none();
         if blocking && !rt.baton.try_take() {
             // The role is held: a call this worker carried is spent.
-            called = rt.queue.idle_while(|| {
-                wake_paused_listener(rt);
-                rt.baton.sleep(me)
-            });
+            *called = idle(rt, || rt.baton.sleep(me));
             timeout = Some(Duration::ZERO);
             continue;
         }
-        if blocking {
-            called = false;
-        }
         let waited = if blocking {
-            let r = rt.queue.idle_while(|| {
-                wake_paused_listener(rt);
-                rt.conns.wait(events, None)
-            });
+            *called = false;
+            let r = idle(rt, || rt.conns.wait(events, None));
             rt.baton.release();
             r
         } else {
@@ -464,9 +461,6 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
                 HALT => rt.baton.wake_all(),
                 t => {
                     if let Some(r) = rt.take_ready(Token(t), ev.closed) {
-                        if called {
-                            rt.leave_poller_role();
-                        }
                         return Some(Task::Ready(r));
                     }
                 }
@@ -475,12 +469,15 @@ fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Tas
     }
 }
 
-/// A worker becoming idle may lift the accept limit's pause: the listener
-/// is told.
-fn wake_paused_listener(rt: &Runtime) {
-    if rt.accept_paused.load(Ordering::SeqCst) {
-        rt.poller.wake();
-    }
+/// Runs `wait` with the caller counted as an idle worker; a worker becoming
+/// idle may lift the accept limit's pause, so the listener is told.
+fn idle<R>(rt: &Runtime, wait: impl FnOnce() -> R) -> R {
+    rt.queue.idle_while(|| {
+        if rt.accept_paused.load(Ordering::SeqCst) {
+            rt.poller.wake();
+        }
+        wait()
+    })
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);

@@ -193,18 +193,17 @@ impl Baton {
     /// common and harmless: the next worker to finish takes the role, and
     /// meanwhile the workers already running serve what is ready. But if
     /// they are all in long requests, idle workers would sleep with nobody
-    /// polling: the vacancy is noted, and this returns since when, for
-    /// whoever watches (`fill_vacancy`). Waking the next sleeper at once
+    /// polling: the vacancy is noted for whoever watches (`fill_vacancy`). Waking the next sleeper at once
     /// instead would wake them all in a chain under load, each finding
     /// work, and more threads than cores in the middle of requests make the
     /// slowest requests much slower (measured: p99 tripled).
-    pub fn orphan(&self) -> Option<Instant> {
+    pub fn orphan(&self) {
         if self.taken.load(Ordering::SeqCst) || self.asleep.load(Ordering::SeqCst) == 0 {
-            return None;
+            return;
         }
         let mut v = self.vacancy();
         self.vacant.store(true, Ordering::SeqCst);
-        Some(*v.get_or_insert_with(Instant::now))
+        v.get_or_insert_with(Instant::now);
     }
 
     /// Wakes the next sleeper for the role if it is free (the caller
@@ -403,12 +402,15 @@ mod tests {
             assert!(Instant::now() < end, "never slept");
             thread::yield_now();
         }
-        assert_eq!(b.orphan(), None, "the role is held: no vacancy");
+        b.orphan();
+        assert_eq!(b.vacant_since(), None, "the role is held: no vacancy");
         // The role is free and the worker woken for it leaves with other
         // work: a vacancy, filled once it has lasted the grace time.
         b.taken.store(false, Ordering::SeqCst);
-        let since = b.orphan().expect("a vacancy");
-        assert_eq!(b.orphan(), Some(since), "the same vacancy");
+        b.orphan();
+        let since = b.vacant_since().expect("a vacancy");
+        b.orphan();
+        assert_eq!(b.vacant_since(), Some(since), "the same vacancy");
         b.fill_vacancy(Duration::from_secs(60), || true);
         thread::sleep(Duration::from_millis(20));
         assert!(!sleeper.is_finished(), "woken before the grace time");

@@ -15,7 +15,7 @@ use IO::Socket::IP ();
 use Apache::Test ();
 
 our @EXPORT_OK = qw(port docroot slurp get_request first_difference
-                    server_status wait_until run_command check);
+                    server_status wait_until run_command check kept_alive_gets);
 
 use constant IO_TIMEOUT => 10;
 
@@ -70,6 +70,30 @@ sub first_difference {
     $i++ while $i < $len && substr($got, $i, 1) eq substr($want, $i, 1);
     return sprintf "got %d bytes, expected %d, first difference at byte %d",
         length($got), length($want), $i;
+}
+
+# $count GETs on $conn, of the paths in %$bodies in turn, each to be
+# answered 200 in full without "Connection: close". Returns how many were,
+# and the first failure (undef if none), prefixed with $label.
+sub kept_alive_gets {
+    my ($conn, $count, $bodies, $label) = @_;
+    my @paths = sort keys %$bodies;
+    my $done = 0;
+    for my $i (0 .. $count - 1) {
+        my $path = $paths[$i % @paths];
+        my $at = "${label}request $i ($path)";
+        my $resp = eval { $conn->get($path) };
+        return ($done, "$at: $@") if !$resp;
+        return ($done, "$at: status $resp->{status}") if $resp->{status} != 200;
+        if (my $d = first_difference($resp->{body}, $bodies->{$path})) {
+            return ($done, "$at: body $d");
+        }
+        if (lc($resp->{headers}{connection} // '') eq 'close') {
+            return ($done, "$at: server sent Connection: close");
+        }
+        $done++;
+    }
+    return ($done, undef);
 }
 
 # GET /server-status?auto on a fresh connection, parsed into Key => value.

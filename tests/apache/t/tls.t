@@ -7,7 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 
 use Apache::Test;
-use MpmTest qw(docroot slurp first_difference port check);
+use MpmTest qw(docroot slurp port check kept_alive_gets);
 
 plan tests => 2 * 3, need_module 'ssl';
 
@@ -29,20 +29,7 @@ for my $version (qw(TLSv1_2 TLSv1_3)) {
     };
     check($conn ? $conn->socket->get_sslversion : "no connection: $@", $version,
           "negotiated protocol version");
-    my ($done, $error) = (0, $conn ? undef : 'no connection');
-    for my $i (0 .. ($conn ? 999 : -1)) {
-        my $path = $i % 2 ? '/1k.bin' : '/small.txt';
-        my $resp = eval { $conn->get($path) };
-        if (!$resp) { $error = "$version request $i ($path): $@"; last }
-        if ($resp->{status} != 200) { $error = "$version request $i ($path): status $resp->{status}"; last }
-        if (my $d = first_difference($resp->{body}, $body{$path})) {
-            $error = "$version request $i ($path): body $d"; last;
-        }
-        if (lc($resp->{headers}{connection} // '') eq 'close') {
-            $error = "$version request $i ($path): server sent Connection: close"; last;
-        }
-        $done++;
-    }
+    my ($done, $error) = $conn ? kept_alive_gets($conn, 1000, \%body, "$version ") : (0, 'no connection');
     check($error // 'none', 'none', "$version: every request answered on the one connection");
     check($done, 1000, "$version: requests answered on one TLS connection");
 }
