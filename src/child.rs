@@ -270,6 +270,7 @@ impl Runtime {
     /// that mod_status (and the parent's choice of a child to retire) always
     /// sees current numbers. Called with the parked set locked.
     pub fn publish(&self, parked: &Parked<Waiting>) {
+        stats::get(self.slot).heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
         score::set_counters(self.slot, score::ProcessCounters {
             connections: self.connections.load(Ordering::Acquire),
             write_completion: parked.count(Wait::WriteCompletion) as u32,

@@ -3,11 +3,12 @@
 //! httpd loads this library as `mpm_event_module`. `entry` holds every
 //! function httpd calls; `ffi` every call the other way. Between them, plain
 //! Rust: `parent` (process management), `child` (a child's threads),
-//! `listener` (accept and pollset loop), `connection` (the connection state
+//! `listener` (accept and pollset loop), `balance` (spreading connections over the children), `connection` (the connection state
 //! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `timers` (timeout
 //! queues), `config` (directives), `retained` (state across restarts), `stats` and `status` (the
 //! MPM's section of mod_status).
 
+pub mod balance;
 pub mod child;
 pub mod config;
 pub mod connection;

@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::balance;
 use crate::child::{self, Limit, Mode, POLLER_GRACE, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
 use crate::poller::{BELL, HALT};
@@ -16,6 +17,7 @@ use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
+use crate::retained;
 use crate::stats;
 use crate::timers::{Token, Wait};
 
@@ -49,13 +51,28 @@ struct Accepting<'a> {
     on: bool,
     closed: bool,
     backoff_until: Option<Instant>,
+    /// Leaving new connections to a less loaded child until then (`balance`).
+    yield_until: Option<Instant>,
+    /// A yield is over: the next connection is taken whatever the balance.
+    yielded: bool,
     shortage_logged: bool,
     /// Why accepting was last paused for the accept limit.
     paused_for: Limit,
 }
 
 impl Accepting<'_> {
+    /// Starts or stops accepting, as the scoreboard shows it.
     fn set(&mut self, rt: &Runtime, on: bool) {
+        if !self.closed {
+            score::set_not_accepting(rt.slot, i8::from(!on));
+        }
+        self.watch(rt, on);
+    }
+
+    /// Adds or removes the listening sockets in the pollset. A child that
+    /// only yields for a moment stays "accepting" in the scoreboard: the
+    /// parent does not count the idle workers of a child that is not.
+    fn watch(&mut self, rt: &Runtime, on: bool) {
         if on == self.on || self.closed {
             return;
         }
@@ -66,7 +83,30 @@ impl Accepting<'_> {
             }
         }
         self.on = on;
-        score::set_not_accepting(rt.slot, i8::from(!on));
+    }
+
+    /// Leaves new connections to the other children for `balance::YIELD_FOR`,
+    /// unless another child of the bucket yields already (one at a time, so
+    /// that some child always accepts).
+    fn yield_to_peers(&mut self, rt: &Runtime) -> bool {
+        let me = stats::get(rt.slot);
+        me.yielding.store(true, Ordering::SeqCst);
+        // Two children that decide to yield at once both see the other's
+        // flag here (SeqCst), and neither yields.
+        if peers(rt).any(|s| stats::get(s).yielding.load(Ordering::SeqCst)) {
+            me.yielding.store(false, Ordering::SeqCst);
+            return false;
+        }
+        self.watch(rt, false);
+        self.yield_until = Some(Instant::now() + balance::YIELD_FOR);
+        true
+    }
+
+    fn end_yield(&mut self, rt: &Runtime) {
+        self.yield_until = None;
+        self.yielded = true;
+        stats::get(rt.slot).yielding.store(false, Ordering::SeqCst);
+        self.watch(rt, true);
     }
 
     /// Stops accepting for good: closes this bucket's listening sockets.
@@ -89,7 +129,16 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             rt.stop(Mode::Graceful);
         }
     }
-    let mut acc = Accepting { listeners, on: false, closed: false, backoff_until: None, shortage_logged: false, paused_for: Limit::Under };
+    let mut acc = Accepting {
+        listeners,
+        on: false,
+        closed: false,
+        backoff_until: None,
+        yield_until: None,
+        yielded: false,
+        shortage_logged: false,
+        paused_for: Limit::Under,
+    };
     acc.set(rt, true);
     let mut events = Events::with_capacity(256);
     let mut graceful_begun = false;
@@ -177,6 +226,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         if acc.backoff_until.is_some_and(|b| now >= b) {
             acc.backoff_until = None;
         }
+        if acc.yield_until.is_some_and(|y| now >= y) {
+            acc.end_yield(rt);
+        }
         let paused = rt.accept_paused.load(Ordering::SeqCst);
         let hysteresis = acc.paused_for == Limit::Connections;
         if !rt.stopping() && acc.backoff_until.is_none() && paused && rt.above_limit(hysteresis) == Limit::Under {
@@ -193,7 +245,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 }
 
 /// The earliest of: a parked connection's deadline or time to dehydrate, a
-/// timed callback, the end of an accept back-off, a look at a vacant poller
+/// timed callback, the end of an accept back-off or yield, a look at a vacant poller
 /// role, the next collection of ready connections while no worker is idle,
 /// MAX_SLEEP from now. Under
 /// the same locks, publishes this child's figures for mod_status (they are
@@ -203,7 +255,6 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     let (expiry, dehydrate) = {
         let parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
         s.pollset.store(parked.len() as u32, Ordering::Relaxed);
-        s.heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
         (parked.next_expiry(), parked.oldest(Wait::KeepAlive).map(|t| t + DEHYDRATE_AFTER))
     };
     let timer = {
@@ -216,7 +267,10 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     let harvest = (rt.queue.idle() == 0).then(|| Instant::now() + HARVEST_INTERVAL);
     let vacancy = rt.baton.vacancy_check(POLLER_GRACE);
     let cap = Instant::now() + MAX_SLEEP;
-    [expiry, dehydrate, timer, acc.backoff_until, recheck, harvest, vacancy].into_iter().flatten().fold(cap, Instant::min)
+    [expiry, dehydrate, timer, acc.backoff_until, acc.yield_until, recheck, harvest, vacancy]
+        .into_iter()
+        .flatten()
+        .fold(cap, Instant::min)
 }
 
 /// Graceful stop (restart or retirement): no new connections; the workers
@@ -255,6 +309,12 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
         }
         return;
     }
+    if !std::mem::take(&mut acc.yielded)
+        && balance::should_yield(load(rt.slot), peers(rt).map(load).min())
+        && acc.yield_to_peers(rt)
+    {
+        return;
+    }
     let pool = match rt.pool() {
         Ok(p) => p,
         Err(rv) => {
@@ -286,6 +346,26 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
             shortage(rt, acc);
         }
     }
+}
+
+/// A child's connections that are not idle between requests or closing,
+/// as it last published them.
+fn load(slot: usize) -> u32 {
+    balance::load(score::counters(slot), stats::get(slot).heads.load(Ordering::Relaxed))
+}
+
+/// The other children of this generation that accept from the same
+/// listening sockets (the same bucket), by scoreboard slot.
+fn peers(rt: &Runtime) -> impl Iterator<Item = usize> + '_ {
+    let buckets = retained::mpm().num_buckets.max(1) as usize;
+    (0..rt.cfg.server_limit as usize)
+        .filter(move |&s| s != rt.slot && s % buckets == rt.slot % buckets)
+        .filter(|&s| {
+            score::pid(s) != 0
+                && score::generation(s) == rt.generation
+                && score::quiescing(s) == 0
+                && score::not_accepting(s) == 0
+        })
 }
 
 /// Out of descriptors or memory: pause accepting for a moment and keep

@@ -3,7 +3,7 @@
 //! parent, so that mod_status in any child can show every child's.
 
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[repr(C)]
@@ -21,6 +21,9 @@ pub struct ChildStats {
     pub dispatches: AtomicU64,
     pub dispatch_ns_total: AtomicU64,
     pub dispatch_ns_max: AtomicU64,
+    /// The listener leaves new connections to the other children for a
+    /// moment (`balance`).
+    pub yielding: AtomicBool,
 }
 
 impl ChildStats {
@@ -32,6 +35,7 @@ impl ChildStats {
         for a in [&self.dispatches, &self.dispatch_ns_total, &self.dispatch_ns_max] {
             a.store(0, Ordering::Relaxed);
         }
+        self.yielding.store(false, Ordering::SeqCst);
     }
 
     /// A task waited `d` between the listener queuing it and a worker
@@ -67,6 +71,7 @@ static NOWHERE: ChildStats = ChildStats {
     dispatches: AtomicU64::new(0),
     dispatch_ns_total: AtomicU64::new(0),
     dispatch_ns_max: AtomicU64::new(0),
+    yielding: AtomicBool::new(false),
 };
 
 /// Maps the table (once per server life: the pointer is kept in retained

@@ -659,3 +659,45 @@ fn parked_connection_is_served_while_the_other_workers_are_in_long_requests() {
         }
     }
 }
+
+/// Ten connections opened at once, each with a request that holds a worker
+/// (a client's pool, h2load's sessions): both children take a share. Every
+/// child's listener is woken for each connection and the one already
+/// running tends to win them all, which leaves long sessions crowded into
+/// one child (`balance`).
+#[test]
+fn a_burst_of_busy_connections_is_spread_over_the_children() {
+    let server = server()
+        .directives(
+            "ServerLimit 2\nStartServers 2\nThreadsPerChild 10\nMaxRequestWorkers 20\n\
+             MinSpareThreads 15\nMaxSpareThreads 30",
+        )
+        .start();
+    let processes = || server.server_status_auto().ok().and_then(|s| s.get("Processes").cloned());
+    assert!(wait_until(Duration::from_secs(5), || processes().as_deref() == Some("2")), "two children: {:?}", processes());
+    let slow_request = get_request(&format!("{SLEEP_CGI_PATH}?2"));
+    for round in 0..3 {
+        // The connections of the status requests or of the round before
+        // are closed (a closing connection is load until it is gone).
+        thread::sleep(Duration::from_millis(300));
+        let mut conns: Vec<Conn> = (0..10).map(|_| server.connect()).collect();
+        for conn in &mut conns {
+            conn.send(slow_request.as_bytes()).unwrap();
+        }
+        thread::sleep(Duration::from_millis(500));
+        let mut per_child: HashMap<i32, usize> = HashMap::new();
+        for conn in &conns {
+            let owner = server.connection_owner(conn.local_addr()).expect("a child holds the connection");
+            *per_child.entry(owner.pid).or_default() += 1;
+        }
+        let shares: Vec<usize> = per_child.values().copied().collect();
+        assert!(
+            shares.len() == 2 && shares.iter().all(|&n| n >= 2),
+            "round {round}: connections per child {per_child:?}"
+        );
+        for conn in &mut conns {
+            conn.set_read_timeout(Duration::from_secs(10));
+            assert_eq!(conn.read_response().expect("a slow request").status, 200, "round {round}");
+        }
+    }
+}
