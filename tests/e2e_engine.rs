@@ -635,15 +635,12 @@ fn parked_connection_is_served_while_the_other_workers_are_in_long_requests() {
              MinSpareThreads 1\nMaxSpareThreads 3",
         )
         .start();
-    let slow_request = get_request(&format!("{SLEEP_CGI_PATH}?2"));
     for round in 0..4 {
         let mut slow = [server.connect(), server.connect()];
         let mut quick = server.connect();
         // Accepted and parked, the three workers idle.
         thread::sleep(Duration::from_millis(200));
-        for conn in &mut slow {
-            conn.send(slow_request.as_bytes()).unwrap();
-        }
+        send_slow_requests(&mut slow);
         thread::sleep(Duration::from_millis(300));
         let start = Instant::now();
         let resp = quick.get(SMALL_PATH).expect("the quick request");
@@ -653,10 +650,22 @@ fn parked_connection_is_served_while_the_other_workers_are_in_long_requests() {
             took < Duration::from_secs(1),
             "round {round}: a 29-byte file took {took:?} while two workers ran 2 s requests"
         );
-        for conn in &mut slow {
-            conn.set_read_timeout(Duration::from_secs(10));
-            assert_eq!(conn.read_response().expect("a slow request").status, 200, "round {round}");
-        }
+        read_slow_answers(&mut slow, round);
+    }
+}
+
+/// Sends each connection a request that holds a worker for 2 s.
+fn send_slow_requests(conns: &mut [Conn]) {
+    let request = get_request(&format!("{SLEEP_CGI_PATH}?2"));
+    for conn in conns {
+        conn.send(request.as_bytes()).unwrap();
+    }
+}
+
+fn read_slow_answers(conns: &mut [Conn], round: usize) {
+    for conn in conns {
+        conn.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(conn.read_response().expect("a slow request").status, 200, "round {round}");
     }
 }
 
@@ -675,15 +684,12 @@ fn a_burst_of_busy_connections_is_spread_over_the_children() {
         .start();
     let processes = || server.server_status_auto().ok().and_then(|s| s.get("Processes").cloned());
     assert!(wait_until(Duration::from_secs(5), || processes().as_deref() == Some("2")), "two children: {:?}", processes());
-    let slow_request = get_request(&format!("{SLEEP_CGI_PATH}?2"));
     for round in 0..3 {
         // The connections of the status requests or of the round before
         // are closed (a closing connection is load until it is gone).
         thread::sleep(Duration::from_millis(300));
         let mut conns: Vec<Conn> = (0..10).map(|_| server.connect()).collect();
-        for conn in &mut conns {
-            conn.send(slow_request.as_bytes()).unwrap();
-        }
+        send_slow_requests(&mut conns);
         thread::sleep(Duration::from_millis(500));
         let mut per_child: HashMap<i32, usize> = HashMap::new();
         for conn in &conns {
@@ -695,9 +701,6 @@ fn a_burst_of_busy_connections_is_spread_over_the_children() {
             shares.len() == 2 && shares.iter().all(|&n| n >= 2),
             "round {round}: connections per child {per_child:?}"
         );
-        for conn in &mut conns {
-            conn.set_read_timeout(Duration::from_secs(10));
-            assert_eq!(conn.read_response().expect("a slow request").status, 200, "round {round}");
-        }
+        read_slow_answers(&mut conns, round);
     }
 }
