@@ -56,6 +56,7 @@ pub struct Runtime {
     pub queue: WorkQueue<Task>,
     pub parked: Mutex<Parked<Waiting>>,
     /// Connections a module suspended (CONN_STATE_SUSPENDED).
+    #[allow(clippy::vec_box, reason = "a Conn lives boxed: httpd holds pointers into it")]
     suspended: Mutex<Vec<Box<Conn>>>,
     /// Timed callbacks registered by modules.
     pub schedule: Mutex<Schedule<Callback>>,
@@ -348,7 +349,9 @@ unsafe extern "C" fn listener_main(_thd: *mut sys::apr_thread_t, arg: *mut c_voi
 
 fn spawn_thread(pchild: &Pool, main: httpd::ThreadMain, arg: ThreadArg) -> Option<Thread> {
     let raw = Box::into_raw(Box::new(arg));
-    match httpd::spawn(pchild, main, raw.cast()) {
+    // SAFETY: worker_main and listener_main take the box back; it is not
+    // touched here again unless the thread was not created.
+    match unsafe { httpd::spawn(pchild, main, raw.cast()) } {
         Ok(t) => Some(t),
         Err(rv) => {
             // SAFETY: the thread was not created, so the box is still ours.

@@ -3,11 +3,12 @@
 
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::child::{Mode, Runtime};
-use crate::ffi::httpd::{self, Connection};
+use crate::ffi::httpd::{self, Connection, Request, SbHandle, VirtualHost};
 use crate::ffi::pool::Pool;
 use crate::ffi::socket::{self, ClientSocket};
 use crate::ffi::{log, score, sys};
@@ -164,7 +165,7 @@ pub struct Conn {
     c: Connection,
     sock: ClientSocket,
     fd: RawFd,
-    sbh: *mut sys::ap_sb_handle_t,
+    sbh: SbHandle,
     /// KeepAliveTimeout and Timeout of the last request's virtual host (µs),
     /// set from httpd's post_read_request hook.
     ka_timeout: AtomicI64,
@@ -247,8 +248,7 @@ impl Conn {
             linger_since: None,
             pool,
         });
-        let me: *const Conn = &*conn;
-        c.attach(conn.cs.get(), me.cast_mut().cast(), w.thread);
+        c.attach(conn.cs.get(), NonNull::from(&*conn).cast(), w.thread);
         if !c.pre_connection(sock) {
             log::error(sys::APLOG_DEBUG, 0, "AH00469: process_socket: connection aborted");
             conn.close(rt);
@@ -305,6 +305,7 @@ impl Conn {
     /// Closes the socket and gives the pool back for the next connection.
     /// The pool is cleared (running modules' cleanups, which may look at
     /// `c->cs`) while this Conn still exists.
+    #[allow(clippy::boxed_local, reason = "a Conn lives boxed: httpd holds pointers into it")]
     pub fn close(mut self: Box<Self>, rt: &Runtime) {
         self.sock.close();
         self.release_pool();
@@ -348,7 +349,7 @@ impl Conn {
 
     /// The parked connection goes back to a worker.
     fn resume(&mut self, w: &Worker) {
-        httpd::update_sb_handle(self.sbh, w.slot, w.index);
+        self.sbh.update(w.slot, w.index);
         self.c.resume(w.thread, w.conn_id, self.sbh);
         self.suspended = false;
     }
@@ -729,25 +730,25 @@ pub fn accepted(rt: &Runtime, new: NewSocket) {
 
 /// httpd's post_read_request hook: the request's virtual host decides the
 /// keep-alive timeout of what follows.
-pub fn post_read_request(r: *mut sys::request_rec) {
-    let Some(c) = httpd::request_connection(r) else { return };
+pub fn post_read_request(r: Request) {
+    let Some(c) = r.connection() else { return };
     let me = c.mpm_data().cast::<Conn>();
     if me.is_null() {
         return;
     }
-    let (ka, io) = httpd::request_timeouts(r);
+    let (ka, io) = r.timeouts();
     // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
     // its request runs; set_timeouts only touches atomics.
     unsafe { (*me).set_timeouts(ka, io) };
 }
 
 /// A connection switched protocol without a request: take `s`'s timeouts.
-pub fn switch_server(c: Connection, s: *mut sys::server_rec) {
+pub fn switch_server(c: Connection, s: VirtualHost) {
     let me = c.mpm_data().cast::<Conn>();
     if me.is_null() {
         return;
     }
-    let (ka, io) = httpd::timeouts_of(s);
+    let (ka, io) = s.timeouts();
     // SAFETY: as in post_read_request.
     unsafe { (*me).set_timeouts(ka, io) };
 }

@@ -1,7 +1,7 @@
 //! Every function httpd calls into: hooks, directive setters. Each one runs
 //! its body through the panic guard; the bodies live in the other modules.
 
-use std::ffi::c_char;
+use std::ffi::{CStr, c_char};
 use std::ptr;
 
 use crate::config::{self, NumberDirective};
@@ -17,6 +17,8 @@ const OK: i32 = sys::OK as i32;
 const DECLINED: i32 = sys::DECLINED;
 const FAILED: i32 = sys::HTTP_INTERNAL_SERVER_ERROR as i32;
 
+/// # Safety
+/// Called by httpd only (the module record's hook registration).
 pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
     guard((), || {
         // Our open_logs must run before core's redirects stderr to the log.
@@ -171,7 +173,10 @@ unsafe extern "C" fn mpm_get_name() -> *const c_char {
 
 unsafe extern "C" fn post_read_request(r: *mut sys::request_rec) -> i32 {
     guard(OK, || {
-        connection::post_read_request(r);
+        // SAFETY: httpd passes the request being read, live during the hook.
+        if let Some(r) = unsafe { httpd::Request::from_raw(r) } {
+            connection::post_read_request(r);
+        }
         OK
     })
 }
@@ -192,7 +197,7 @@ unsafe extern "C" fn protocol_switch(c: *mut sys::conn_rec, r: *mut sys::request
         // server decides the timeouts, as no post_read_request will.
         if r.is_null() {
             // SAFETY: httpd passes the live connection and server.
-            if let (Some(c), false) = (unsafe { Connection::from_raw(c) }, s.is_null()) {
+            if let (Some(c), Some(s)) = unsafe { (Connection::from_raw(c), httpd::VirtualHost::from_raw(s)) } {
                 connection::switch_server(c, s);
             }
         }
@@ -223,20 +228,25 @@ unsafe extern "C" fn status_hook(r: *mut sys::request_rec, flags: i32) -> i32 {
 
 /// Shared by the directive setters: context check, then the setter's body.
 fn directive(cmd: *mut sys::cmd_parms, arg: *const c_char, set: impl FnOnce(&str, &str) -> Result<(), String>) -> *const c_char {
-    guard(c"mod_mpm_event_rs: internal error reading directive".as_ptr(), || {
-        if let Some(err) = httpd::global_only(cmd) {
+    const INTERNAL: &CStr = c"mod_mpm_event_rs: internal error reading directive";
+    guard(INTERNAL.as_ptr(), || {
+        // SAFETY: httpd passes the directive being read.
+        let Some(cmd) = (unsafe { httpd::Directive::from_raw(cmd) }) else { return INTERNAL.as_ptr() };
+        if let Some(err) = cmd.global_only() {
             return err;
         }
-        let (name, pool) = httpd::cmd_name_and_pool(cmd);
         // SAFETY: httpd passes the directive's argument string.
         let arg = unsafe { cstr(arg) };
-        match set(&name, arg) {
+        match set(&cmd.name(), arg) {
             Ok(()) => ptr::null(),
-            Err(msg) => httpd::pool_string(pool, &msg),
+            Err(msg) => cmd.error(&msg),
         }
     })
 }
 
+/// # Safety
+/// Called by httpd only, from the directive table: `cmd` is the directive
+/// being read and `arg` its NUL-terminated argument.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn event_rs_set_number(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, arg: *const c_char) -> *const c_char {
     directive(cmd, arg, |name, arg| {
@@ -250,6 +260,9 @@ pub unsafe extern "C" fn event_rs_set_number(cmd: *mut sys::cmd_parms, _dummy: *
     })
 }
 
+/// # Safety
+/// Called by httpd only, from the directive table: `cmd` is the directive
+/// being read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn event_rs_set_async_request_head(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, on: i32) -> *const c_char {
     directive(cmd, ptr::null(), |_, _| {
@@ -258,6 +271,9 @@ pub unsafe extern "C" fn event_rs_set_async_request_head(cmd: *mut sys::cmd_parm
     })
 }
 
+/// # Safety
+/// Called by httpd only, from the directive table: `cmd` is the directive
+/// being read and `arg` its NUL-terminated argument.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn event_rs_set_worker_factor(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, arg: *const c_char) -> *const c_char {
     directive(cmd, arg, |_, arg| {

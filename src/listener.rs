@@ -123,11 +123,11 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     for l in listeners {
         l.set_nonblocking();
     }
-    if let Some(pod) = pod {
-        if let Err(e) = rt.poller.add_pod(pod.pollable_fd()) {
-            log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "cannot watch the pipe of death");
-            rt.stop(Mode::Graceful);
-        }
+    if let Some(pod) = pod
+        && let Err(e) = rt.poller.add_pod(pod.pollable_fd())
+    {
+        log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "cannot watch the pipe of death");
+        rt.stop(Mode::Graceful);
     }
     let mut acc = Accepting {
         listeners,
@@ -399,10 +399,10 @@ fn harvest(rt: &Runtime, events: &mut Events) {
 
 /// A connection in lingering close sent more (or its FIN): drained here.
 fn drain(rt: &Runtime, token: Token, closed: bool) {
-    if let Some(r) = rt.take_ready(token, closed) {
-        if let Some(task) = connection::ready(rt, r.item, r.wait, r.since, None) {
-            rt.push(task);
-        }
+    if let Some(r) = rt.take_ready(token, closed)
+        && let Some(task) = connection::ready(rt, r.item, r.wait, r.since, None)
+    {
+        rt.push(task);
     }
 }
 

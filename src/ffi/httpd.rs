@@ -366,7 +366,12 @@ unsafe impl Send for Thread {}
 
 pub type ThreadMain = unsafe extern "C" fn(*mut sys::apr_thread_t, *mut c_void) -> *mut c_void;
 
-pub fn spawn(pool: &Pool, main: ThreadMain, arg: *mut c_void) -> Result<Thread, sys::apr_status_t> {
+/// Starts a thread running `main(thread, arg)`.
+///
+/// # Safety
+/// `arg` must stay valid for as long as `main` uses it, and `main` must
+/// take it for what the caller made it.
+pub unsafe fn spawn(pool: &Pool, main: ThreadMain, arg: *mut c_void) -> Result<Thread, sys::apr_status_t> {
     let mut attr = ptr::null_mut();
     let mut thd = ptr::null_mut();
     // SAFETY: out-pointers valid; pool outlives the thread (joined before
@@ -402,9 +407,29 @@ pub struct Connection(NonNull<sys::conn_rec>);
 // SAFETY: moves with its connection between threads; one user at a time.
 unsafe impl Send for Connection {}
 
+/// A connection's scoreboard handle, allocated in the connection's pool:
+/// whoever holds it holds that pool too.
+#[derive(Debug, Clone, Copy)]
+pub struct SbHandle(NonNull<sys::ap_sb_handle_t>);
+
+// SAFETY: moves with its connection between threads; one user at a time.
+unsafe impl Send for SbHandle {}
+
+impl SbHandle {
+    pub fn as_ptr(self) -> *mut sys::ap_sb_handle_t {
+        self.0.as_ptr()
+    }
+
+    /// Moves the handle to the worker slot now serving the connection.
+    pub fn update(self, slot: usize, thread: usize) {
+        // SAFETY: made by ap_create_sb_handle in the connection's live pool.
+        unsafe { sys::ap_update_sb_handle(self.as_ptr(), slot as i32, thread as i32) };
+    }
+}
+
 /// Per-connection objects made before the conn_rec itself.
 pub struct ConnectionParts {
-    pub sbh: *mut sys::ap_sb_handle_t,
+    pub sbh: SbHandle,
     pub bucket_alloc: *mut sys::apr_bucket_alloc_t,
 }
 
@@ -413,13 +438,11 @@ pub fn connection_parts(ptrans: &Pool, slot: usize, thread: usize) -> Connection
     // SAFETY: objects allocated in the connection's pool.
     unsafe {
         sys::ap_create_sb_handle(&mut sbh, ptrans.as_ptr(), slot as i32, thread as i32);
-        ConnectionParts { sbh, bucket_alloc: sys::apr_bucket_alloc_create(ptrans.as_ptr()) }
+        ConnectionParts {
+            sbh: SbHandle(NonNull::new(sbh).expect("ap_create_sb_handle")),
+            bucket_alloc: sys::apr_bucket_alloc_create(ptrans.as_ptr()),
+        }
     }
-}
-
-pub fn update_sb_handle(sbh: *mut sys::ap_sb_handle_t, slot: usize, thread: usize) {
-    // SAFETY: sbh was made by ap_create_sb_handle in a live pool.
-    unsafe { sys::ap_update_sb_handle(sbh, slot as i32, thread as i32) };
 }
 
 /// What is left to write, and whether the connection may be kept alive.
@@ -436,7 +459,7 @@ impl Connection {
     pub fn create(ptrans: &Pool, sock: ClientSocket, id: i64, parts: &ConnectionParts) -> Option<Self> {
         // SAFETY: all objects live in ptrans; httpd returns null on failure.
         let c = unsafe {
-            sys::ap_run_create_connection(ptrans.as_ptr(), server(), sock.as_ptr(), id, parts.sbh.cast(), parts.bucket_alloc)
+            sys::ap_run_create_connection(ptrans.as_ptr(), server(), sock.as_ptr(), id, parts.sbh.as_ptr().cast(), parts.bucket_alloc)
         };
         NonNull::new(c).map(Connection)
     }
@@ -452,24 +475,24 @@ impl Connection {
     }
 
     /// Points the connection at its MPM state and worker thread.
-    pub fn attach(self, cs: *mut sys::conn_state_t, me: *mut c_void, thread: *mut sys::apr_thread_t) {
+    pub fn attach(self, cs: *mut sys::conn_state_t, me: NonNull<c_void>, thread: *mut sys::apr_thread_t) {
         let c = self.as_ptr();
         // SAFETY: live conn_rec; cs and me outlive it (owned by our Conn,
         // freed only after the pool is cleared).
         unsafe {
             (*c).cs = cs;
             (*c).current_thread = thread;
-            set_module_config((*c).conn_config, me);
+            set_module_config((*c).conn_config, me.as_ptr());
         }
     }
 
-    pub fn resume(self, thread: *mut sys::apr_thread_t, id: i64, sbh: *mut sys::ap_sb_handle_t) {
+    pub fn resume(self, thread: *mut sys::apr_thread_t, id: i64, sbh: SbHandle) {
         let c = self.as_ptr();
         // SAFETY: live conn_rec owned by the calling worker.
         unsafe {
             (*c).current_thread = thread;
             (*c).id = id;
-            (*c).sbh = sbh.cast();
+            (*c).sbh = sbh.as_ptr().cast();
             sys::ap_run_resume_connection(c, ptr::null_mut());
         }
     }
@@ -630,35 +653,65 @@ unsafe fn get_module_config(v: *mut sys::ap_conf_vector_t) -> *mut c_void {
     unsafe { *(v as *mut *mut c_void).add(our_index()) }
 }
 
-/// The request's keep-alive and I/O timeouts (µs): the request's virtual
-/// host when it sets KeepAliveTimeout, else the connection's base server,
-/// as stock's post_read_request does.
-pub fn request_timeouts(r: *mut sys::request_rec) -> (i64, i64) {
-    // SAFETY: r is a live request during the hook.
-    unsafe {
-        let s = if sys::server_rec::keep_alive_timeout_set_raw((*r).server) != 0 {
-            (*r).server
-        } else {
-            (*(*r).connection).base_server
+/// A request httpd passes to a hook, live while the hook runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Request(NonNull<sys::request_rec>);
+
+impl Request {
+    /// # Safety
+    /// `r` is a live request_rec for as long as the value is used.
+    pub unsafe fn from_raw(r: *mut sys::request_rec) -> Option<Self> {
+        NonNull::new(r).map(Request)
+    }
+
+    pub fn connection(self) -> Option<Connection> {
+        // SAFETY: live request (from_raw).
+        NonNull::new(unsafe { (*self.0.as_ptr()).connection }).map(Connection)
+    }
+
+    /// The request's keep-alive and I/O timeouts (µs): the request's virtual
+    /// host when it sets KeepAliveTimeout, else the connection's base
+    /// server, as stock's post_read_request does.
+    pub fn timeouts(self) -> (i64, i64) {
+        let r = self.0.as_ptr();
+        // SAFETY: live request (from_raw); its server and connection live
+        // at least as long.
+        let s = unsafe {
+            if sys::server_rec::keep_alive_timeout_set_raw((*r).server) != 0 {
+                (*r).server
+            } else {
+                (*(*r).connection).base_server
+            }
         };
-        ((*s).keep_alive_timeout, (*s).timeout)
+        // SAFETY: as above.
+        unsafe { VirtualHost::from_raw(s) }.map_or_else(server_timeouts, VirtualHost::timeouts)
     }
 }
 
-pub fn request_connection(r: *mut sys::request_rec) -> Option<Connection> {
-    // SAFETY: r is a live request during the hook.
-    NonNull::new(unsafe { (*r).connection }).map(Connection)
+/// A server_rec (the main server or a virtual host): configuration, live
+/// as long as the configuration generation.
+#[derive(Debug, Clone, Copy)]
+pub struct VirtualHost(NonNull<sys::server_rec>);
+
+impl VirtualHost {
+    /// # Safety
+    /// `s` is a live server_rec of the current configuration.
+    pub unsafe fn from_raw(s: *mut sys::server_rec) -> Option<Self> {
+        NonNull::new(s).map(VirtualHost)
+    }
+
+    /// KeepAliveTimeout and Timeout (µs).
+    pub fn timeouts(self) -> (i64, i64) {
+        // SAFETY: live server_rec (from_raw).
+        unsafe { ((*self.0.as_ptr()).keep_alive_timeout, (*self.0.as_ptr()).timeout) }
+    }
 }
 
 /// The main server's KeepAliveTimeout and Timeout (µs).
 pub fn server_timeouts() -> (i64, i64) {
-    timeouts_of(server())
-}
-
-/// A server's KeepAliveTimeout and Timeout (µs).
-pub fn timeouts_of(s: *mut sys::server_rec) -> (i64, i64) {
-    // SAFETY: s is a live server_rec (main server or a vhost).
-    unsafe { ((*s).keep_alive_timeout, (*s).timeout) }
+    // SAFETY: ap_server_conf is set before any hook that asks and lives
+    // as long as the configuration.
+    unsafe { VirtualHost::from_raw(server()) }.map_or((0, 0), VirtualHost::timeouts)
 }
 
 pub fn max_mem_free() -> usize {
@@ -676,24 +729,36 @@ pub fn graceful_shutdown_timeout() -> i32 {
     unsafe { sys::ap_graceful_shutdown_timeout }
 }
 
-/// Duplicates an error message into the directive's pool, for httpd to print.
-pub fn pool_string(p: *mut sys::apr_pool_t, s: &str) -> *const libc::c_char {
-    let c = CString::new(s.replace('\0', " ")).unwrap_or_default();
-    // SAFETY: apr_pstrdup copies into the pool, which outlives the message.
-    unsafe { sys::apr_pstrdup(p, c.as_ptr()) }
-}
+/// A directive being read (cmd_parms), live while its setter runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Directive(NonNull<sys::cmd_parms>);
 
-/// `ap_check_cmd_context(cmd, GLOBAL_ONLY)`: the error text, if any.
-pub fn global_only(cmd: *mut sys::cmd_parms) -> Option<*const libc::c_char> {
-    // SAFETY: cmd is the live directive being parsed.
-    let err = unsafe { sys::ap_check_cmd_context(cmd, sys::GLOBAL_ONLY) };
-    (!err.is_null()).then_some(err)
-}
+impl Directive {
+    /// # Safety
+    /// `cmd` is the live cmd_parms of the directive being read.
+    pub unsafe fn from_raw(cmd: *mut sys::cmd_parms) -> Option<Self> {
+        NonNull::new(cmd).map(Directive)
+    }
 
-/// The directive's name and its pool.
-pub fn cmd_name_and_pool(cmd: *mut sys::cmd_parms) -> (String, *mut sys::apr_pool_t) {
-    // SAFETY: cmd and its command_rec are live while the directive is read.
-    unsafe { (super::cstr((*(*cmd).cmd).name).to_owned(), (*cmd).pool) }
+    /// `ap_check_cmd_context(cmd, GLOBAL_ONLY)`: the error text, if any.
+    pub fn global_only(self) -> Option<*const libc::c_char> {
+        // SAFETY: live cmd_parms (from_raw).
+        let err = unsafe { sys::ap_check_cmd_context(self.0.as_ptr(), sys::GLOBAL_ONLY) };
+        (!err.is_null()).then_some(err)
+    }
+
+    pub fn name(self) -> String {
+        // SAFETY: the cmd_parms and its command_rec are live (from_raw).
+        unsafe { super::cstr((*(*self.0.as_ptr()).cmd).name).to_owned() }
+    }
+
+    /// Copies an error message into the directive's pool, for httpd to print.
+    pub fn error(self, msg: &str) -> *const libc::c_char {
+        let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: live cmd_parms; apr_pstrdup copies into its pool, which
+        // outlives the message.
+        unsafe { sys::apr_pstrdup((*self.0.as_ptr()).pool, c.as_ptr()) }
+    }
 }
 
 /// ExtendedStatus is re-read with the configuration; MPMs reset it first.

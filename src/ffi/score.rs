@@ -103,9 +103,10 @@ pub fn update_worker(slot: usize, thread: usize, status: u32) {
 }
 
 /// Sets a connection's worker status through its scoreboard handle.
-pub fn update_handle(sbh: *mut sys::ap_sb_handle_t, status: u32) {
-    // SAFETY: sbh was made by ap_create_sb_handle for a live connection.
-    unsafe { sys::ap_update_child_status(sbh, status as i32, std::ptr::null_mut()) };
+pub fn update_handle(sbh: super::httpd::SbHandle, status: u32) {
+    // SAFETY: sbh lives in its connection's pool (see SbHandle); a null
+    // request is allowed.
+    unsafe { sys::ap_update_child_status(sbh.as_ptr(), status as i32, std::ptr::null_mut()) };
 }
 
 pub fn set_running_generation(generation: i32) {
