@@ -614,6 +614,13 @@ impl Server {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// Connections to the server's address that the server still holds
+    /// (open, or in its lingering close).
+    pub fn held_connections(&self) -> usize {
+        let Some(me) = proc_net_addr(self.addr()) else { return 0 };
+        tcp_sockets().iter().filter(|s| s.local == me && s.state != "0A").count()
+    }
+
     /// `/server-status?auto` parsed into its `Key: value` lines.
     pub fn server_status_auto(&self) -> io::Result<HashMap<String, String>> {
         let resp = Conn::connect(self.addr())?.get("/server-status?auto")?;
@@ -682,23 +689,40 @@ pub fn wait_all_exited(procs: &[Process], timeout: Duration) -> Vec<Process> {
 /// The inode of the established socket with local address `local` and peer
 /// `peer`, from /proc/net/tcp (IPv4 only); 0 inodes (TIME_WAIT) are skipped.
 fn server_socket_inode(local: SocketAddr, peer: SocketAddr) -> Option<u64> {
-    // The kernel prints the address as the raw 32-bit value in host order,
-    // and the port in hex.
-    let hex = |a: SocketAddr| match a.ip() {
-        IpAddr::V4(ip) => Some(format!(
-            "{:08X}:{:04X}",
-            u32::from_ne_bytes(ip.octets()),
-            a.port()
-        )),
+    let (local, peer) = (proc_net_addr(local)?, proc_net_addr(peer)?);
+    tcp_sockets().into_iter().find_map(|s| (s.local == local && s.peer == peer).then_some(s.inode))
+}
+
+/// An IPv4 address as /proc/net/tcp prints it: the raw 32-bit value in
+/// host order, and the port, in hex.
+fn proc_net_addr(a: SocketAddr) -> Option<String> {
+    match a.ip() {
+        IpAddr::V4(ip) => Some(format!("{:08X}:{:04X}", u32::from_ne_bytes(ip.octets()), a.port())),
         IpAddr::V6(_) => None,
-    };
-    let (local, peer) = (hex(local)?, hex(peer)?);
-    let table = fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let inode = f.get(9)?.parse::<u64>().ok()?;
-        (*f.get(1)? == local && *f.get(2)? == peer && inode != 0).then_some(inode)
-    })
+    }
+}
+
+struct TcpSocket {
+    local: String,
+    peer: String,
+    /// The kernel's state number, in hex ("0A" is LISTEN).
+    state: String,
+    inode: u64,
+}
+
+/// The IPv4 TCP sockets some process holds (a socket no process holds,
+/// in TIME_WAIT say, has inode 0 and is left out).
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let inode = f.get(9)?.parse::<u64>().ok()?;
+            (inode != 0).then(|| TcpSocket { local: f[1].to_owned(), peer: f[2].to_owned(), state: f[3].to_owned(), inode })
+        })
+        .collect()
 }
 
 /// A process identified by pid and start time, so that a recycled pid is
