@@ -175,7 +175,9 @@ impl Baton {
     /// Becomes the poller if nobody is.
     pub fn try_take(&self) -> bool {
         let took = !self.taken.swap(true, Ordering::SeqCst);
-        if took && self.vacant.swap(false, Ordering::SeqCst) {
+        // Looked at before it is written: taking the role is on every
+        // worker's way to idle, a vacancy is rare.
+        if took && self.vacant.load(Ordering::SeqCst) && self.vacant.swap(false, Ordering::SeqCst) {
             *self.vacancy() = None;
         }
         took
