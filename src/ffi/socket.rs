@@ -200,7 +200,9 @@ impl ClientSocket {
         let mut none: sys::apr_os_sock_t = -1;
         let mut s = self.as_ptr();
         // SAFETY: on an existing socket apr_os_sock_put only replaces its
-        // descriptor; -1 makes the pool cleanup's close a harmless no-op.
+        // descriptor; with -1 the pool cleanup's close fails with EBADF and
+        // closes nothing (APR's cleanup function is private, so it cannot be
+        // killed instead; valgrind warns about that close(-1)).
         unsafe { sys::apr_os_sock_put(&mut s, &mut none, pool.as_ptr()) };
         (fd, addrs)
     }
