@@ -46,9 +46,11 @@ pub fn load(c: ProcessCounters, heads: u32) -> u32 {
 
 /// Whether a child carrying `mine` should leave the next connection to a
 /// peer, given the least load of a peer that accepts from the same sockets
-/// (`None`: no such peer).
-pub fn should_yield(mine: u32, least_peer: Option<u32>) -> bool {
-    least_peer.is_some_and(|least| mine > least.saturating_add(SLACK))
+/// (`None`: no such peer). `least_peer` reads every other child's slot, once
+/// per accepted connection: it is only asked when `mine` is over `SLACK`,
+/// below which no peer's load can make a child yield.
+pub fn should_yield(mine: u32, least_peer: impl FnOnce() -> Option<u32>) -> bool {
+    mine > SLACK && least_peer().is_some_and(|least| mine > least.saturating_add(SLACK))
 }
 
 #[cfg(test)]
@@ -70,18 +72,23 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_are_not_read_within_the_slack() {
+        assert!(!should_yield(SLACK, || unreachable!("peers read")));
+    }
+
+    #[test]
     fn a_child_alone_never_yields() {
-        assert!(!should_yield(1000, None));
+        assert!(!should_yield(1000, || None));
     }
 
     #[test]
     fn yields_only_beyond_the_slack() {
-        assert!(!should_yield(0, Some(0)));
-        assert!(!should_yield(5, Some(5)));
-        assert!(!should_yield(4 + SLACK, Some(4)));
-        assert!(should_yield(5 + SLACK, Some(4)));
-        assert!(!should_yield(3, Some(9)), "the less loaded child accepts");
-        assert!(!should_yield(u32::MAX, Some(u32::MAX)));
+        assert!(!should_yield(0, || Some(0)));
+        assert!(!should_yield(5, || Some(5)));
+        assert!(!should_yield(4 + SLACK, || Some(4)));
+        assert!(should_yield(5 + SLACK, || Some(4)));
+        assert!(!should_yield(3, || Some(9)), "the less loaded child accepts");
+        assert!(!should_yield(u32::MAX, || Some(u32::MAX)));
     }
 
     /// Of two children, at most one yields at any time, so a connection
@@ -90,7 +97,7 @@ mod tests {
     fn two_children_never_both_yield() {
         for a in 0..50 {
             for b in 0..50 {
-                assert!(!(should_yield(a, Some(b)) && should_yield(b, Some(a))), "{a} and {b}");
+                assert!(!(should_yield(a, || Some(b)) && should_yield(b, || Some(a))), "{a} and {b}");
             }
         }
     }

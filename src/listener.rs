@@ -310,7 +310,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
         return;
     }
     if !std::mem::take(&mut acc.yielded)
-        && balance::should_yield(load(rt.slot), peers(rt).map(load).min())
+        && balance::should_yield(load(rt.slot), || peers(rt).map(load).min())
         && acc.yield_to_peers(rt)
     {
         return;
