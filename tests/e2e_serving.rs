@@ -116,23 +116,6 @@ fn sixty_four_concurrent_keep_alive_clients_for_ten_seconds() {
     assert_clients_served(clients, &format!("{CLIENTS} clients, {DURATION:?}"));
 }
 
-/// The hostile clients' choices: xorshift64*, seeded per thread, so that a
-/// failing mix can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Reads what the server sends until it closes, pauses for longer than
 /// the read timeout, or `max` bytes came.
 fn drain(s: &mut TcpStream, max: usize) {
@@ -223,7 +206,8 @@ fn hostile_clients_crash_no_child_and_cost_the_others_nothing() {
         .map(|seed| {
             let stop = Arc::clone(&stop);
             thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1));
+                // Seeded per thread, so that a failing mix can be replayed.
+                let mut rng = Rng::new(seed + 1);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let _ = hostile_connection(addr, &mut rng);

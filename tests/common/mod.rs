@@ -59,16 +59,34 @@ pub fn mib50_body() -> &'static [u8] {
     BODY.get_or_init(|| pseudo_random_bytes(50 << 20, 3))
 }
 
-/// Deterministic incompressible content (xorshift64), so a byte-exact
-/// comparison catches truncation, reordering and duplication alike.
+/// xorshift64: deterministic, so that what a test generated can be
+/// generated again.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Deterministic incompressible content, so a byte-exact comparison
+/// catches truncation, reordering and duplication alike.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(len);
     out
