@@ -50,9 +50,9 @@ SERVERS = {
 }
 ALL_SERVERS = ["ours", "event", "worker", "nginx"]
 
-# Scenarios in the order they run on each server instance. The graceful
-# restarts come last so that they do not disturb the others; the idle
-# connections are closed before them.
+# Scenarios in the order they run in each round, each on a freshly started
+# server: nothing one leaves behind (children a busy scenario spawned, memory
+# its threads hold) changes the next.
 SCENARIO_ORDER = ["s1", "s2", "s3", "s6", "s4", "s5"]
 SCENARIO_TITLES = {
     "s1": "1. keep-alive, 1 KiB, 50 conns",
@@ -493,12 +493,10 @@ def measured(srv, fn):
 
 
 def warm(srv, o, path, conns, close=False):
-    """Warm-up load before a scenario, not measured: --warmup-each seconds of
-    the scenario's own load (1 s in the full mode, none in QUICK). The run
-    also gives each server --warmup seconds of scenario 1's load right after
-    it started."""
-    if o.warmup_each > 0:
-        wrk(srv.port, path, conns, o.warmup_each, close=close)
+    """Warm-up before a measurement, not measured: --warmup seconds of the
+    scenario's own load (each scenario runs on a freshly started server)."""
+    if o.warmup > 0:
+        wrk(srv.port, path, conns, o.warmup, close=close)
 
 
 def sc1(srv, o):
@@ -517,7 +515,7 @@ def sc3(srv, o):
 
 
 def sc6(srv, o):
-    r = measured(srv, lambda: h2load(srv.tls_port, o.duration, o.warmup_each))
+    r = measured(srv, lambda: h2load(srv.tls_port, o.duration, o.warmup))
     # the CPU window includes h2load's warm-up and TLS handshakes
     r.pop("server_cpu_us_per_req", None)
     return r
@@ -559,11 +557,12 @@ class IdleBatch:
 def sc4(srv, o):
     """The idle connections are opened in two halves and the RSS per idle
     connection is what the second half added: opening the first half also
-    makes the server's threads return memory the scenarios before left in
-    their allocators (measured: after scenario 6, ours went 40.5 -> 39.6 MiB
-    when 5,000 idle connections were opened), which a single before/after
-    difference would subtract. A server that stops answering in the first
-    half (a thread per connection) is measured over all it holds instead."""
+    makes the server's threads return memory the load before left in their
+    allocators (measured: after scenario 6's load, ours went 40.5 -> 39.6
+    MiB when 5,000 idle connections were opened), which a single
+    before/after difference would subtract. A server that stops answering in
+    the first half (a thread per connection) is measured over all it holds
+    instead."""
     time.sleep(0.5)
     res = {"rss_base_kib": srv.rss_kib(), "procs_before": len(srv.pids())}
     batches = []
@@ -596,7 +595,6 @@ def sc4(srv, o):
     finally:
         for b in batches:
             b.close()
-    time.sleep(0.5)
     return res
 
 
@@ -627,6 +625,7 @@ def sc5(srv, o):
                 log("%s: graceful restart signal failed: %s" % (srv.key, e))
             time.sleep(1.0)
 
+    warm(srv, o, "/1k.bin", 50)
     t = threading.Thread(target=restarter, daemon=True)
     t.start()
     r = measured(srv, lambda: wrk(srv.port, "/1k.bin", 50, seconds))
@@ -736,20 +735,62 @@ def machine_facts():
     }
 
 
+def run_scenario(key, sc, rnd, ctx, o, log_dir, current):
+    """One measurement: a freshly started server, warmed with the
+    scenario's own load (inside the scenario), measured, stopped. Returns
+    the result and the summary of the server's error log."""
+    srv = Server(key, ctx, "r%d-%s" % (rnd, sc))
+    current[0] = srv
+    try:
+        srv.start()
+    except RuntimeError as e:
+        log(str(e))
+        res = {"error": str(e), "start_failed": True}
+    else:
+        procs = len(srv.pids())
+        t0 = time.monotonic()
+        res = SCENARIOS[sc](srv, o)
+        res["procs_at_start"] = procs
+        res["seconds"] = round(time.monotonic() - t0, 1)
+        res["server_alive"] = srv.alive()
+        log("round %d %-6s %s: %s" % (rnd, key, sc, brief(sc, res)))
+        if not res["server_alive"]:
+            log("round %d %s: the server's parent process is gone after %s" % (rnd, key, sc))
+    srv.stop()
+    current[0] = None
+    el = srv.error_log_summary()
+    srv.keep_log(log_dir, "%s-r%d-%s.error.log" % (key, rnd, sc))
+    srv.cleanup()
+    return res, el
+
+
+def merge_logs(a, b):
+    """Sums two error log summaries (Server.error_log_summary)."""
+    if a is None:
+        return b
+    levels = dict(a["levels"])
+    for k, v in b["levels"].items():
+        levels[k] = levels.get(k, 0) + v
+    msgs = {}
+    for m in a["messages"] + b["messages"]:
+        kk = (m["level"], m["message"])
+        msgs[kk] = msgs.get(kk, 0) + m["count"]
+    return {"lines": a["lines"] + b["lines"], "levels": levels,
+            "messages": [{"level": k[0], "message": k[1], "count": v} for k, v in msgs.items()]}
+
+
 def cmd_run(o):
     if o.quick:
         o.rounds = o.rounds or 3
         o.duration = o.duration or 2
-        o.warmup = o.warmup or 1
+        o.warmup = 1 if o.warmup is None else o.warmup
         o.restarts = o.restarts or 5
-        o.warmup_each = 0 if o.warmup_each is None else o.warmup_each
         o.servers = o.servers or "ours,event"
     else:
         o.rounds = o.rounds or 5
         o.duration = o.duration or 6
-        o.warmup = o.warmup or 2
+        o.warmup = 2 if o.warmup is None else o.warmup
         o.restarts = o.restarts or 10
-        o.warmup_each = 1 if o.warmup_each is None else o.warmup_each
         o.servers = o.servers or ",".join(ALL_SERVERS)
     servers = [s.strip() for s in o.servers.split(",") if s.strip()]
     scenarios = [s for s in SCENARIO_ORDER if s in (o.scenarios or ",".join(SCENARIO_ORDER)).split(",")]
@@ -773,7 +814,6 @@ def cmd_run(o):
         % (",".join(servers), o.rounds, o.duration, o.warmup, o.restarts, ctx.base))
     t_start = time.monotonic()
     rounds = []
-    logs = {}
     current = [None]
 
     def on_signal(signum, frame):
@@ -787,44 +827,18 @@ def cmd_run(o):
     log_dir = os.path.join(o.out, "logs")
     shutil.rmtree(log_dir, ignore_errors=True)
     try:
-        for rnd in range(o.rounds):
-            k = rnd % len(servers)
+        for rnd in range(1, o.rounds + 1):
+            k = (rnd - 1) % len(servers)
             order = servers[k:] + servers[:k]
-            for key in order:
-                srv = Server(key, ctx, "r%d" % (rnd + 1))
-                entry = {"round": rnd + 1, "server": key, "scenarios": {}}
-                rounds.append(entry)
-                current[0] = srv
-                try:
-                    srv.start()
-                except RuntimeError as e:
-                    log(str(e))
-                    entry["error"] = str(e)
-                    srv.keep_log(log_dir, "%s-r%d.error.log" % (key, rnd + 1))
-                    continue
-                entry["procs_at_start"] = len(srv.pids())
-                if o.warmup > 0:
-                    wrk(srv.port, "/1k.bin", 50, o.warmup)
-                for sc in scenarios:
-                    if not srv.alive():
-                        entry["scenarios"][sc] = {"error": "server not running"}
-                        continue
-                    t0 = time.monotonic()
-                    res = SCENARIOS[sc](srv, o)
-                    res["seconds"] = round(time.monotonic() - t0, 1)
-                    res["server_alive"] = srv.alive()
-                    entry["scenarios"][sc] = res
-                    log("round %d %-6s %s: %s" % (rnd + 1, key, sc, brief(sc, res)))
-                    if not res["server_alive"]:
-                        log("round %d %s: the server's parent process is gone after %s"
-                            % (rnd + 1, key, sc))
-                    time.sleep(0.3)
-                srv.stop()
-                current[0] = None
-                entry["error_log"] = srv.error_log_summary()
-                srv.keep_log(log_dir, "%s-r%d.error.log" % (key, rnd + 1))
-                logs.setdefault(key, []).append(entry["error_log"])
-                srv.cleanup()
+            entries = {key: {"round": rnd, "server": key, "scenarios": {}, "error_log": None}
+                       for key in order}
+            rounds.extend(entries[key] for key in order)
+            for sc in scenarios:
+                for key in order:
+                    e = entries[key]
+                    res, el = run_scenario(key, sc, rnd, ctx, o, log_dir, current)
+                    e["scenarios"][sc] = res
+                    e["error_log"] = merge_logs(e["error_log"], el)
     finally:
         if current[0] is not None:
             current[0].stop()
@@ -833,7 +847,7 @@ def cmd_run(o):
     facts["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     facts["seconds"] = round(time.monotonic() - t_start)
     settings = {"quick": o.quick, "rounds": o.rounds, "duration": o.duration,
-                "warmup": o.warmup, "warmup_each": o.warmup_each, "restarts": o.restarts, "idle": o.idle,
+                "warmup": o.warmup, "restarts": o.restarts, "idle": o.idle,
                 "servers": servers, "scenarios": scenarios, "module": ctx.module}
     summary = summarize(rounds, servers)
     result = {"facts": facts, "settings": settings, "summary": summary, "rounds": rounds}
@@ -894,11 +908,8 @@ def metric_values(rounds, server, key):
             continue
         sc = key.split("_", 1)[0]
         r = e["scenarios"].get(sc)
-        if r is None:
-            if e.get("error"):
-                vals.append(None)
-            continue
-        vals.append(extract(key, r))
+        if r is not None:
+            vals.append(extract(key, r))
     return vals
 
 
@@ -989,12 +1000,12 @@ def render_md(result):
     L.append("# `make bench` results")
     L.append("")
     mode = "QUICK mode (`make bench QUICK=1`): %d rounds of %d s, %d restarts per round, " \
-           "no warm-up between scenarios — indicative only; the full mode runs 5 rounds of 6 s " \
+           "%d s of warm-up — indicative only; the full mode runs 5 rounds of 6 s " \
            "and 10 restarts per round, with all four servers." % (
-               st["rounds"], st["duration"], st["restarts"]) if st["quick"] else \
-        "Full mode: %d rounds, %d s per measurement; %d s of warm-up after each server start and %d s " \
-        "before each scenario; %d graceful restarts per round." % (
-            st["rounds"], st["duration"], st["warmup"], st["warmup_each"], st["restarts"])
+               st["rounds"], st["duration"], st["restarts"], st["warmup"]) if st["quick"] else \
+        "Full mode: %d rounds, %d s per measurement after %d s of warm-up with the scenario's own " \
+        "load; %d graceful restarts per round." % (
+            st["rounds"], st["duration"], st["warmup"], st["restarts"])
     L.append("- date: %s; took %d s" % (f["date"], f["seconds"]))
     L.append("- %s" % mode)
     L.append("- machine: %s CPUs (%s), %s, %s; load average at start %s, at end %s "
@@ -1005,8 +1016,9 @@ def render_md(result):
         f["apache2"], f["nginx"], f["wrk"], f["h2load"], f["openssl"]))
     L.append("- ours: `%s`, commit %s" % (os.path.relpath(st["module"], REPO)
                                            if st["module"].startswith(REPO) else st["module"], f["commit"]))
-    L.append("- clients on the same machine (wrk -t2, h2load -t2); servers run one at a time, "
-             "in the order rotated each round; medians over the rounds (sums for error counts)")
+    L.append("- clients on the same machine (wrk -t2, h2load -t2); each measurement on a freshly "
+             "started server, one server at a time, the servers alternating scenario by scenario in "
+             "an order rotated each round; medians over the rounds (sums for error counts)")
     L.append("")
     heads = [SERVERS[s]["label"] for s in servers]
     has_ratio = "ours" in servers and "event" in servers
@@ -1159,10 +1171,10 @@ def render_md(result):
         msgs = {}
         died = []
         for e in entries:
-            if e.get("error"):
-                died.append("round %d: %s" % (e["round"], e["error"]))
             for sc, r in e["scenarios"].items():
-                if r.get("server_alive") is False or r.get("error") == "server not running":
+                if r.get("start_failed"):
+                    died.append("round %d %s: %s" % (e["round"], sc, r["error"]))
+                if r.get("server_alive") is False:
                     died.append("round %d: parent not running after %s" % (e["round"], sc))
                 if sc == "s5" and r.get("alive_after") is False:
                     died.append("round %d: not answering after the restarts" % e["round"])
@@ -1351,9 +1363,8 @@ def main():
     r.add_argument("--quick", action="store_true")
     r.add_argument("--rounds", type=int)
     r.add_argument("--duration", type=int, help="seconds per measurement")
-    r.add_argument("--warmup", type=int, help="seconds of warm-up before each measurement")
-    r.add_argument("--warmup-each", type=int,
-                   help="seconds of warm-up before each scenario (full 1, QUICK 0)")
+    r.add_argument("--warmup", type=int,
+                   help="seconds of the scenario's own load before each measurement (full 2, QUICK 1)")
     r.add_argument("--restarts", type=int, help="graceful restarts per round in scenario 5")
     r.add_argument("--idle", type=int, default=5000, help="idle connections in scenario 4")
     r.add_argument("--scenarios", help="comma-separated subset of s1,s2,s3,s6,s4,s5 (default all)")
