@@ -1167,8 +1167,7 @@ def render_md(result):
     L.append("")
     for s in servers:
         entries = [e for e in result["rounds"] if e["server"] == s]
-        levels = {}
-        msgs = {}
+        merged = None
         died = []
         for e in entries:
             for sc, r in e["scenarios"].items():
@@ -1178,13 +1177,11 @@ def render_md(result):
                     died.append("round %d: parent not running after %s" % (e["round"], sc))
                 if sc == "s5" and r.get("alive_after") is False:
                     died.append("round %d: not answering after the restarts" % e["round"])
-            el = e.get("error_log") or {}
-            for k, v in el.get("levels", {}).items():
-                levels[k] = levels.get(k, 0) + v
-            for m in el.get("messages", []):
-                kk = (m["level"], m["message"])
-                msgs[kk] = msgs.get(kk, 0) + m["count"]
-        lv = ", ".join("%s %d" % kv for kv in sorted(levels.items())) or "empty"
+            if e.get("error_log"):
+                merged = merge_logs(merged, e["error_log"])
+        merged = merged or {"levels": {}, "messages": []}
+        msgs = {(m["level"], m["message"]): m["count"] for m in merged["messages"]}
+        lv = ", ".join("%s %d" % kv for kv in sorted(merged["levels"].items())) or "empty"
         L.append("- **%s**: %s%s" % (SERVERS[s]["label"], lv,
                                       ("; " + "; ".join(died)) if died else ""))
         shown = [(k, c) for k, c in msgs.items() if k[0] not in ("notice", "info", "debug")]
