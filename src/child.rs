@@ -239,6 +239,23 @@ impl Runtime {
         Some(Ready { item, wait, since, closed })
     }
 
+    /// The parked connection that has been ready longest, if any, taken
+    /// without waiting.
+    pub fn ready_now(&self) -> Option<Ready> {
+        let mut events = Events::with_capacity(1);
+        self.conns.wait(&mut events, Some(Duration::ZERO)).ok()?;
+        let ev = events.iter().next()?;
+        match ev.token {
+            // Not ours: a worker may have just gone idle and wait for it.
+            BELL => {
+                self.conns.ring();
+                None
+            }
+            HALT => None,
+            t => self.take_ready(Token(t), ev.closed),
+        }
+    }
+
     /// Gives a parked connection to a worker for (short) lingering close.
     pub fn shutdown(&self, conn: Box<Conn>) {
         self.shutdowns_queued.fetch_add(1, Ordering::AcqRel);

@@ -172,6 +172,11 @@ impl Baton {
         self.vacant_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A worker waits in the pollset: what becomes ready is taken at once.
+    pub fn held(&self) -> bool {
+        self.taken.load(Ordering::SeqCst)
+    }
+
     /// Becomes the poller if nobody is.
     pub fn try_take(&self) -> bool {
         let took = !self.taken.swap(true, Ordering::SeqCst);

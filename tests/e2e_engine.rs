@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -724,5 +724,77 @@ fn a_burst_of_busy_connections_is_spread_over_the_children() {
             "round {round}: connections per child {per_child:?}"
         );
         read_slow_answers(&mut conns, round);
+    }
+}
+
+/// A client that keeps requests buffered ahead (it pipelines) has its next
+/// request ready after every response, so its worker serves it back to
+/// back. Here both workers of the only child are so held (and
+/// MaxKeepAliveRequests is 0, so that never ends by itself): a request on
+/// an idle keep-alive connection is still answered, each within a second.
+/// Before the fix it waited for as long as the pipelining clients ran.
+#[test]
+fn pipelining_clients_do_not_hold_back_the_others() {
+    const DEPTH: usize = 50;
+    let server = server()
+        .directives(
+            "ServerLimit 1\nStartServers 1\nThreadsPerChild 2\nMaxRequestWorkers 2\n\
+             MinSpareThreads 1\nMaxSpareThreads 3",
+        )
+        .start();
+    let mut idle = server.idle_connection();
+    idle.set_read_timeout(Duration::from_secs(5));
+    let stop = AtomicBool::new(false);
+    let started = [AtomicBool::new(false), AtomicBool::new(false)];
+    let (served, waits) = thread::scope(|s| {
+        let pipeliners: Vec<_> = started
+            .iter()
+            .map(|started| {
+                let (server, stop) = (&server, &stop);
+                s.spawn(move || -> io::Result<usize> {
+                    let mut conn = server.connect();
+                    for _ in 0..DEPTH {
+                        conn.send(get_request(KIB_PATH).as_bytes())?;
+                    }
+                    let mut served = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let resp = conn.read_response()?;
+                        assert_eq!(resp.status, 200);
+                        assert_body(&resp.body, kib_body(), "pipelined response");
+                        served += 1;
+                        started.store(served >= 100, Ordering::SeqCst);
+                        conn.send(get_request(KIB_PATH).as_bytes())?;
+                    }
+                    for _ in 0..DEPTH {
+                        assert_body(&conn.read_response()?.body, kib_body(), "pipelined response");
+                    }
+                    Ok(served)
+                })
+            })
+            .collect();
+        let mut waits = Vec::new();
+        if wait_until(Duration::from_secs(10), || started.iter().all(|s| s.load(Ordering::SeqCst))) {
+            for _ in 0..20 {
+                let t = Instant::now();
+                let status = idle.get(SMALL_PATH).map(|r| r.status);
+                let failed = status.is_err();
+                waits.push((t.elapsed(), status));
+                if failed {
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        let served: Vec<_> = pipeliners.into_iter().map(|h| h.join().unwrap()).collect();
+        (served, waits)
+    });
+    eprintln!("pipelined responses {served:?}; the other client's waits: {waits:?}");
+    for r in &served {
+        assert!(matches!(r, Ok(n) if *n >= 100), "a pipelining client: {r:?}");
+    }
+    assert_eq!(waits.len(), 20, "the other client's requests: {waits:?}");
+    for (wait, status) in &waits {
+        assert!(matches!(status, Ok(200)) && *wait < Duration::from_secs(1),
+            "a request on the idle keep-alive connection: {status:?} after {wait:?}: {waits:?}");
     }
 }
