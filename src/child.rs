@@ -15,7 +15,7 @@ use crate::ffi::socket::{self, Listener};
 use crate::ffi::{guard, log, score, sys};
 use crate::listener;
 use crate::parent::{self, Bucket};
-use crate::poller::{BELL, ConnPoll, Events, HALT, Interest, Poller};
+use crate::poller::{BELL, ConnPoll, Event, Events, HALT, Interest, Poller};
 use crate::queue::{Baton, Popped, Sleeper, WorkQueue};
 use crate::retained;
 use crate::stats;
@@ -245,6 +245,12 @@ impl Runtime {
         let mut events = Events::with_capacity(1);
         self.conns.wait(&mut events, Some(Duration::ZERO)).ok()?;
         let ev = events.iter().next()?;
+        self.ready_from(ev)
+    }
+
+    /// The connection behind an event of the workers' pollset, for whoever
+    /// collects events there for others (not to serve themselves).
+    pub fn ready_from(&self, ev: Event) -> Option<Ready> {
         match ev.token {
             // Not ours: a worker may have just gone idle and wait for it.
             BELL => {

@@ -29,8 +29,9 @@ use sys::conn_state_e_CONN_STATE_WRITE_COMPLETION as WRITE_COMPLETION;
 /// next one already read by httpd's pipeline check) while nobody polls for
 /// the others. Then the connection the pollset has had ready longest joins
 /// the queue, and this one queues behind it and whatever else waits there:
-/// the same threads, taking turns. Without that, a client that answers each response at once (or
-/// pipelines) kept its worker for up to MaxKeepAliveRequests requests, and
+/// the same threads, taking turns. Without that, a client that answers
+/// each response at once (or pipelines) kept its worker for up to
+/// MaxKeepAliveRequests requests, and
 /// when all of a child's busy workers were so held its other ready
 /// connections waited: 40-90 ms under the benchmark's scenario 1, without
 /// end if MaxKeepAliveRequests is 0. Calling an idle worker to poll
@@ -444,7 +445,8 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task, peek: &mut [u8]) {
 
 /// Moves a connection through its states until it waits or is closed.
 fn advance(rt: &Runtime, mut conn: Box<Conn>) {
-    let mut slice = Instant::now();
+    // Since when this worker serves the connection's requests back to back.
+    let mut serving_on: Option<Instant> = None;
     loop {
         let state = conn.state();
         if (LINGER..=LINGER_SHORT).contains(&state) {
@@ -483,21 +485,21 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                     }
                     Ok(after) if after.pending_input => {
                         conn.set_state(PROCESSING);
-                        if slice.elapsed() >= SERVE_ON_SLICE && !rt.baton.held() {
+                        let since = *serving_on.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= SERVE_ON_SLICE && !rt.baton.held() {
                             // What the pollset has ready joins the queue
                             // (new connections, events the listener
                             // collected) even when that is not empty: the
                             // queue may hold only other such connections.
-                            let ready = rt.ready_now();
-                            if ready.is_some() || !rt.queue.is_empty() {
-                                if let Some(r) = ready {
-                                    rt.queue.push(Task::Ready(r));
-                                }
+                            if let Some(r) = rt.ready_now() {
+                                rt.queue.push(Task::Ready(r));
+                            }
+                            if !rt.queue.is_empty() {
                                 conn.suspend_hooks();
                                 rt.queue.push(Task::Resume(conn));
                                 return;
                             }
-                            slice = Instant::now();
+                            serving_on = None;
                         }
                     }
                     Ok(_) => conn.set_state(KEEPALIVE),

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crate::balance;
 use crate::child::{self, Limit, Mode, POLLER_GRACE, Runtime};
 use crate::connection::{self, NewSocket, Task, Waiting};
-use crate::poller::{BELL, HALT};
 use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
@@ -384,15 +383,8 @@ fn harvest(rt: &Runtime, events: &mut Events) {
         return;
     }
     for ev in events.iter() {
-        match ev.token {
-            // Not ours: a worker may have just gone idle and wait for it.
-            BELL => rt.conns.ring(),
-            HALT => {}
-            t => {
-                if let Some(r) = rt.take_ready(Token(t), ev.closed) {
-                    rt.push(Task::Ready(r));
-                }
-            }
+        if let Some(r) = rt.ready_from(ev) {
+            rt.push(Task::Ready(r));
         }
     }
 }
