@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, MpmConfig};
 use crate::connection::{self, Callback, Conn, Ready, Task, Waiting, Worker};
+use crate::cpu::{self, ThreadState};
 use crate::ffi::httpd::{self, Thread};
 use crate::ffi::pool::{Pool, PoolRef};
 use crate::ffi::socket::{self, Listener};
@@ -77,6 +78,9 @@ pub struct Runtime {
     worker_fds: Vec<AtomicI32>,
     /// When each worker started its task, as ns since `epoch` (0: idle).
     task_since: Vec<AtomicU64>,
+    /// Each worker's scheduler state, and the CPUs they share.
+    thread_states: Vec<ThreadState>,
+    cpus: usize,
     /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
     pub conns_left: AtomicI32,
     /// Task::Shutdown items in the queue (they are not work clients wait on).
@@ -211,6 +215,28 @@ impl Runtime {
         } else {
             self.baton.orphan();
         }
+    }
+
+    /// As many workers as there are CPUs are running (or waiting for a CPU)
+    /// in tasks that began less than `grace` ago. Tasks older than that
+    /// do not count: a request that keeps a CPU for long is shared with
+    /// others by the kernel, as under any MPM, rather than waited for.
+    pub fn cpus_taken(&self, grace: Duration) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let grace = grace.as_nanos() as u64;
+        let young = |t: &AtomicU64| {
+            let since = t.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since) < grace
+        };
+        // Most of the time fewer are busy: no file is read then.
+        if self.task_since.iter().filter(|t| young(t)).count() < self.cpus {
+            return false;
+        }
+        let running = self.task_since.iter().zip(&self.thread_states)
+            .filter(|(t, st)| young(t) && st.runnable())
+            .take(self.cpus)
+            .count();
+        running >= self.cpus
     }
 
     /// Every busy worker has been in its task for `grace` or more.
@@ -392,6 +418,7 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
     let w = Worker { slot, index, thread, conn_id: (slot * rt.cfg.thread_limit as usize + index) as i64 };
     let mut events = Events::with_capacity(1);
     let me = Arc::new(Sleeper::default());
+    rt.thread_states[index].open_own();
     let mut peek = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
     loop {
         let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
@@ -424,7 +451,9 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
 /// A worker's next task: a queued one first, else a ready connection
 /// taken without waiting, else it waits as an idle worker: in the
 /// connections' pollset if no other worker does (see `Baton`), else asleep
-/// until that one leaves with an event. `None` when the child is done.
+/// until that one leaves with an event. A worker so woken while as many
+/// as there are CPUs are running requests dozes instead (`crate::cpu`).
+/// `None` when the child is done.
 fn next_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>) -> Option<Task> {
     // Woken by `release` to take the poller role, and not taken it yet.
     let mut called = false;
@@ -457,6 +486,12 @@ fn take_task(rt: &Runtime, events: &mut Events, me: &Arc<Sleeper>, called: &mut 
             Popped::Empty => {}
         }
         let blocking = timeout.is_none();
+        if *called && !blocking && rt.cpus_taken(POLLER_GRACE) {
+            // Woken to poll, but what is ready is better left to the
+            // workers already keeping the CPUs busy (see `crate::cpu`).
+            idle(rt, || rt.baton.doze(me));
+            continue;
+        }
         if blocking && !rt.baton.try_take() {
             // The role is held: a call this worker carried is spent.
             *called = idle(rt, || rt.baton.sleep(me));
@@ -634,6 +669,8 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         pconf,
         worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
         task_since: (0..cfg.threads_per_child).map(|_| AtomicU64::new(0)).collect(),
+        thread_states: (0..cfg.threads_per_child).map(|_| ThreadState::default()).collect(),
+        cpus: cpu::cpus(),
         conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
         shutdowns_queued: AtomicUsize::new(0),
         async_head: cfg.async_request_head,

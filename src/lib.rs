@@ -4,7 +4,7 @@
 //! function httpd calls; `ffi` every call the other way. Between them, plain
 //! Rust: `parent` (process management), `child` (a child's threads),
 //! `listener` (accept and pollset loop), `balance` (spreading connections over the children), `connection` (the connection state
-//! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `timers` (timeout
+//! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `cpu` (are the CPUs busy), `timers` (timeout
 //! queues), `config` (directives), `retained` (state across restarts), `stats` and `status` (the
 //! MPM's section of mod_status).
 
@@ -12,6 +12,7 @@ pub mod balance;
 pub mod child;
 pub mod config;
 pub mod connection;
+pub mod cpu;
 pub mod entry;
 pub mod ffi;
 pub mod head;

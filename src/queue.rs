@@ -124,6 +124,8 @@ impl<T> WorkQueue<T> {
 /// thread, and none while the workers are busy: a worker that finishes
 /// takes the next ready connection without sleeping, and a busy child
 /// serves its load with no wake-ups at all.
+/// The worker so woken goes back to sleep (`doze`) if the workers already
+/// running keep the CPUs busy: then they serve what is ready.
 #[derive(Default)]
 pub struct Baton {
     taken: AtomicBool,
@@ -134,6 +136,8 @@ pub struct Baton {
     /// worker woken for it left with other work (see `orphan`).
     vacant: AtomicBool,
     vacant_since: Mutex<Option<Instant>>,
+    /// `wake_all` was called: nobody may doze any more.
+    stopping: AtomicBool,
 }
 
 /// Where one idle worker sleeps.
@@ -267,27 +271,55 @@ impl Baton {
     /// list (SeqCst with `release`: either it sees `me` there, or `me` sees
     /// the role free).
     pub fn sleep(&self, me: &Arc<Sleeper>) -> bool {
-        *me.woken.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        {
-            let mut s = self.sleepers();
-            s.push(Arc::clone(me));
-            self.asleep.store(s.len(), Ordering::SeqCst);
-        }
+        self.enlist(me);
         if !self.taken.load(Ordering::SeqCst) {
-            let mut s = self.sleepers();
-            s.retain(|s| !Arc::ptr_eq(s, me));
-            self.asleep.store(s.len(), Ordering::SeqCst);
+            self.delist(me);
             return false;
         }
+        Self::wait_woken(me);
+        true
+    }
+
+    /// Sleeps with the role free, leaving what is ready to the workers
+    /// already running (see `crate::cpu`): the vacancy is noted, so that if
+    /// they all end up in long tasks `fill_vacancy` wakes a sleeper, and the
+    /// next of them to run out of work takes the role (its `release` wakes
+    /// the last to sleep). Returns at once if the child is stopping
+    /// (SeqCst with `wake_all`: either it sees `me` on the list, or `me`
+    /// sees the stop).
+    pub fn doze(&self, me: &Arc<Sleeper>) {
+        self.enlist(me);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.delist(me);
+            return;
+        }
+        self.orphan();
+        Self::wait_woken(me);
+    }
+
+    fn enlist(&self, me: &Arc<Sleeper>) {
+        *me.woken.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        let mut s = self.sleepers();
+        s.push(Arc::clone(me));
+        self.asleep.store(s.len(), Ordering::SeqCst);
+    }
+
+    fn delist(&self, me: &Arc<Sleeper>) {
+        let mut s = self.sleepers();
+        s.retain(|s| !Arc::ptr_eq(s, me));
+        self.asleep.store(s.len(), Ordering::SeqCst);
+    }
+
+    fn wait_woken(me: &Sleeper) {
         let mut woken = me.woken.lock().unwrap_or_else(|e| e.into_inner());
         while !*woken {
             woken = me.wake.wait(woken).unwrap_or_else(|e| e.into_inner());
         }
-        true
     }
 
     /// Wakes every sleeper (the child is stopping).
     pub fn wake_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let all = std::mem::take(&mut *self.sleepers());
         self.asleep.store(0, Ordering::SeqCst);
         for s in all {
@@ -429,5 +461,39 @@ mod tests {
         b.fill_vacancy(Duration::from_millis(1), || true);
         sleeper.join().unwrap();
         assert_eq!(b.vacant_since(), None);
+    }
+
+    #[test]
+    fn a_dozing_worker_leaves_the_role_vacant_and_wakes_with_a_release_or_the_stop() {
+        let b = Arc::new(Baton::default());
+        let doze = |b: &Arc<Baton>| {
+            let b = Arc::clone(b);
+            thread::spawn(move || b.doze(&Arc::new(Sleeper::default())))
+        };
+        let wait_asleep = |b: &Baton| {
+            let end = Instant::now() + Duration::from_secs(5);
+            while b.asleep.load(Ordering::SeqCst) == 0 {
+                assert!(Instant::now() < end, "never dozed");
+                thread::yield_now();
+            }
+        };
+        // With the role free (unlike `sleep`), and the vacancy noted.
+        let dozer = doze(&b);
+        wait_asleep(&b);
+        assert!(b.vacant_since().is_some(), "the free role is a vacancy");
+        thread::sleep(Duration::from_millis(20));
+        assert!(!dozer.is_finished());
+        // The next worker to go idle takes the role, and leaves it with an event.
+        assert!(b.try_take());
+        assert_eq!(b.vacant_since(), None, "taking the role ends the vacancy");
+        b.release();
+        dozer.join().unwrap();
+        // A stop wakes a dozer, and one dozing after it returns at once.
+        let dozer = doze(&b);
+        wait_asleep(&b);
+        b.wake_all();
+        dozer.join().unwrap();
+        doze(&b).join().unwrap();
+        assert!(b.sleepers().is_empty());
     }
 }
