@@ -222,30 +222,22 @@ impl Runtime {
     /// do not count: a request that keeps a CPU for long is shared with
     /// others by the kernel, as under any MPM, rather than waited for.
     pub fn cpus_taken(&self, grace: Duration) -> bool {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        let grace = grace.as_nanos() as u64;
-        let young = |t: &AtomicU64| {
-            let since = t.load(Ordering::Relaxed);
-            since != 0 && now.saturating_sub(since) < grace
-        };
-        // Most of the time fewer are busy: no file is read then.
-        if self.task_since.iter().filter(|t| young(t)).count() < self.cpus {
-            return false;
-        }
-        let running = self.task_since.iter().zip(&self.thread_states)
-            .filter(|(t, st)| young(t) && st.runnable())
-            .take(self.cpus)
-            .count();
-        running >= self.cpus
+        let busy = self.young_tasks(grace).map(|i| &self.thread_states[i]);
+        cpu::all_in_use(busy, ThreadState::runnable, self.cpus)
     }
 
     /// Every busy worker has been in its task for `grace` or more.
     pub fn workers_stuck(&self, grace: Duration) -> bool {
+        self.young_tasks(grace).next().is_none()
+    }
+
+    /// The workers in tasks that began less than `grace` ago.
+    fn young_tasks(&self, grace: Duration) -> impl Iterator<Item = usize> + Clone + '_ {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let grace = grace.as_nanos() as u64;
-        self.task_since.iter().all(|t| {
+        self.task_since.iter().enumerate().filter_map(move |(i, t)| {
             let since = t.load(Ordering::Relaxed);
-            since == 0 || now.saturating_sub(since) >= grace
+            (since != 0 && now.saturating_sub(since) < grace).then_some(i)
         })
     }
 

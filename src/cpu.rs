@@ -21,6 +21,12 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Whether `cpus` of the `busy` workers are `runnable`. Most of the time
+/// fewer are busy, and then no state is read.
+pub fn all_in_use<T>(busy: impl Iterator<Item = T> + Clone, runnable: impl FnMut(T) -> bool, cpus: usize) -> bool {
+    busy.clone().count() >= cpus && busy.map(runnable).filter(|&r| r).take(cpus).count() >= cpus
+}
+
 /// One worker thread's scheduler state, readable from other threads.
 #[derive(Default)]
 pub struct ThreadState(OnceLock<File>);
@@ -56,6 +62,24 @@ fn state_of(stat: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpus_are_in_use_when_as_many_busy_workers_are_runnable() {
+        use std::cell::Cell;
+        let reads = Cell::new(0);
+        let runnable = |r: &bool| {
+            reads.set(reads.get() + 1);
+            *r
+        };
+        assert!(!all_in_use([true].iter(), runnable, 2), "one busy worker, two CPUs");
+        assert_eq!(reads.get(), 0, "fewer busy workers than CPUs: no state read");
+        assert!(!all_in_use([true, false, false].iter(), runnable, 2), "the others are blocked");
+        assert!(all_in_use([false, true, true].iter(), runnable, 2));
+        reads.set(0);
+        assert!(all_in_use([true, true, true, true].iter(), runnable, 2));
+        assert_eq!(reads.get(), 2, "no more reads than needed");
+        assert!(!all_in_use(std::iter::empty::<&bool>(), runnable, 1));
+    }
 
     #[test]
     fn state_letter_after_the_command_name() {
