@@ -51,9 +51,11 @@ SERVERS = {
 ALL_SERVERS = ["ours", "event", "worker", "nginx"]
 
 # Command prefixes that place the servers and the clients on the CPUs (see
-# --client-policy and --split-cpus). Empty for the benchmark as the issue
-# defines it: both share all CPUs under the default scheduling policy.
-PLACEMENT = {"server": [], "client": []}
+# --client-policy and --split-cpus), and whether each child of a started
+# server is pinned to one CPU (--pin-children). Empty and off for the
+# benchmark as the issue defines it: servers and clients share all CPUs
+# under the default scheduling policy.
+PLACEMENT = {"server": [], "client": [], "pin_children": False}
 
 # Scenarios in the order they run in each round, each on a freshly started
 # server: nothing one leaves behind (children a busy scenario spawned, memory
@@ -258,6 +260,8 @@ class Server:
                 self.pid = pid
                 self.known_pids.add(pid)
                 self.known_pids.update(children_of(pid))
+                if PLACEMENT["pin_children"]:
+                    pin_children(pid)
                 return
             time.sleep(0.1)
         self.pid = self.read_pid()
@@ -785,13 +789,28 @@ def merge_logs(a, b):
             "messages": [{"level": k[0], "message": k[1], "count": v} for k, v in msgs.items()]}
 
 
+def pin_children(ppid):
+    """Each child of `ppid`, every thread it has, on one CPU, the children
+    taking the CPUs in turn. Threads the children start later inherit it;
+    children started later (restarts, more load) are not pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    for i, pid in enumerate(children_of(ppid)):
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                os.sched_setaffinity(int(tid), {cpus[i % len(cpus)]})
+            except OSError:
+                pass
+
+
 def set_placement(o):
     """--client-policy batch: the clients run as SCHED_BATCH, so a client
     woken by a response no longer preempts the server thread that wrote it
     (their CPU shares stay the same). --split-cpus: the server on CPU 0, the
-    clients on the others, as when they are on different machines. Neither
-    is the benchmark the targets are judged on; they show what the shared
-    CPUs cost each server (bench/README.md)."""
+    clients on the others, as when they are on different machines.
+    --pin-children: each server child on one CPU (see `pin_children`), the
+    clients free. None is the benchmark the targets are judged on; they
+    show what the shared CPUs cost each server (bench/README.md)."""
+    PLACEMENT["pin_children"] = o.pin_children
     ncpu = os.cpu_count() or 1
     if o.split_cpus:
         if ncpu < 2:
@@ -873,7 +892,8 @@ def cmd_run(o):
     settings = {"quick": o.quick, "rounds": o.rounds, "duration": o.duration,
                 "warmup": o.warmup, "restarts": o.restarts, "idle": o.idle,
                 "servers": servers, "scenarios": scenarios, "module": ctx.module,
-                "client_policy": o.client_policy, "split_cpus": o.split_cpus}
+                "client_policy": o.client_policy, "split_cpus": o.split_cpus,
+                "pin_children": o.pin_children}
     summary = summarize(rounds, servers)
     result = {"facts": facts, "settings": settings, "summary": summary, "rounds": rounds}
     os.makedirs(o.out, exist_ok=True)
@@ -1049,6 +1069,9 @@ def render_md(result):
         placed.append("the clients run as SCHED_%s" % st["client_policy"].upper())
     if st.get("split_cpus"):
         placed.append("the servers run on CPU 0 and the clients on the others")
+    if st.get("pin_children"):
+        placed.append("each server child runs on one CPU (the children of a server in turn), "
+                      "the clients on any")
     if placed:
         L.append("- **analysis run, not the benchmark the targets are judged on**: %s"
                  % " and ".join(placed))
@@ -1407,6 +1430,8 @@ def main():
                    help="scheduling policy of the clients (analysis only; the targets use other)")
     r.add_argument("--split-cpus", action="store_true",
                    help="server on CPU 0, clients on the others (analysis only)")
+    r.add_argument("--pin-children", action="store_true",
+                   help="each server child pinned to one CPU, clients free (analysis only)")
     c = sub.add_parser("chart")
     c.add_argument("json")
     c.add_argument("png")
