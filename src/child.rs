@@ -42,6 +42,22 @@ const SPARE_RECYCLED_POOLS: usize = 16;
 /// serve what is ready and take the role themselves.
 pub const POLLER_GRACE: Duration = Duration::from_millis(20);
 
+/// One worker thread as the other threads of its child see it.
+struct WorkerSlot {
+    /// The socket it is serving, for an ungraceful stop (-1: none).
+    fd: AtomicI32,
+    /// When it started its task, as ns since `Runtime::epoch` (0: idle).
+    task_since: AtomicU64,
+    /// Whether it runs or is blocked (see `crate::cpu`).
+    thread: ThreadState,
+}
+
+impl Default for WorkerSlot {
+    fn default() -> Self {
+        WorkerSlot { fd: AtomicI32::new(-1), task_since: AtomicU64::new(0), thread: ThreadState::default() }
+    }
+}
+
 /// What the listener, the workers and the main thread of a child share.
 pub struct Runtime {
     pub slot: usize,
@@ -74,12 +90,9 @@ pub struct Runtime {
     pub epoch: Instant,
     pools: Mutex<Vec<Pool>>,
     pconf: PoolRef<'static>,
-    /// The socket each worker is serving, for an ungraceful stop.
-    worker_fds: Vec<AtomicI32>,
-    /// When each worker started its task, as ns since `epoch` (0: idle).
-    task_since: Vec<AtomicU64>,
-    /// Each worker's scheduler state, and the CPUs they share.
-    thread_states: Vec<ThreadState>,
+    /// What each worker is doing, as the other threads see it.
+    workers: Vec<WorkerSlot>,
+    /// The CPUs the workers share.
     cpus: usize,
     /// MaxConnectionsPerChild countdown (i32::MAX when unlimited).
     pub conns_left: AtomicI32,
@@ -119,8 +132,8 @@ impl Runtime {
         retained::mpm().mpm_state = sys::AP_MPMQ_STOPPING as i32;
         if mode == Mode::Ungraceful {
             // Unblock workers stuck in a read or write of a client socket.
-            for fd in &self.worker_fds {
-                let fd = fd.load(Ordering::Acquire);
+            for w in &self.workers {
+                let fd = w.fd.load(Ordering::Acquire);
                 if fd >= 0 {
                     socket::shutdown(fd);
                 }
@@ -222,7 +235,7 @@ impl Runtime {
     /// do not count: a request that keeps a CPU for long is shared with
     /// others by the kernel, as under any MPM, rather than waited for.
     pub fn cpus_taken(&self, grace: Duration) -> bool {
-        let busy = self.young_tasks(grace).map(|i| &self.thread_states[i]);
+        let busy = self.young_tasks(grace).map(|w| &w.thread);
         cpu::all_in_use(busy, ThreadState::runnable, self.cpus)
     }
 
@@ -232,12 +245,12 @@ impl Runtime {
     }
 
     /// The workers in tasks that began less than `grace` ago.
-    fn young_tasks(&self, grace: Duration) -> impl Iterator<Item = usize> + Clone + '_ {
+    fn young_tasks(&self, grace: Duration) -> impl Iterator<Item = &WorkerSlot> + Clone + '_ {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let grace = grace.as_nanos() as u64;
-        self.task_since.iter().enumerate().filter_map(move |(i, t)| {
-            let since = t.load(Ordering::Relaxed);
-            (since != 0 && now.saturating_sub(since) < grace).then_some(i)
+        self.workers.iter().filter(move |w| {
+            let since = w.task_since.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since) < grace
         })
     }
 
@@ -410,7 +423,8 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
     let w = Worker { slot, index, thread, conn_id: (slot * rt.cfg.thread_limit as usize + index) as i64 };
     let mut events = Events::with_capacity(1);
     let me = Arc::new(Sleeper::default());
-    rt.thread_states[index].open_own();
+    let mine = &rt.workers[index];
+    mine.thread.open_own();
     let mut peek = vec![0u8; if rt.async_head { rt.head_cap } else { 0 }];
     loop {
         let status = if rt.stopping() { sys::SERVER_GRACEFUL } else { sys::SERVER_READY };
@@ -430,11 +444,11 @@ fn worker_loop(rt: &Runtime, index: usize, thread: *mut sys::apr_thread_t) {
             Task::Ready(r) => r.item.fd(),
             Task::Callback(_) => -1,
         };
-        rt.worker_fds[index].store(fd, Ordering::Release);
-        rt.task_since[index].store(rt.epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+        mine.fd.store(fd, Ordering::Release);
+        mine.task_since.store(rt.epoch.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
         connection::serve(rt, &w, task, &mut peek);
-        rt.task_since[index].store(0, Ordering::Relaxed);
-        rt.worker_fds[index].store(-1, Ordering::Release);
+        mine.task_since.store(0, Ordering::Relaxed);
+        mine.fd.store(-1, Ordering::Release);
     }
     let status = if rt.mode() == Mode::Ungraceful { sys::SERVER_DEAD } else { sys::SERVER_GRACEFUL };
     score::update_worker(slot, index, status);
@@ -659,9 +673,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         epoch: Instant::now(),
         pools: Mutex::new(Vec::new()),
         pconf,
-        worker_fds: (0..cfg.threads_per_child).map(|_| AtomicI32::new(-1)).collect(),
-        task_since: (0..cfg.threads_per_child).map(|_| AtomicU64::new(0)).collect(),
-        thread_states: (0..cfg.threads_per_child).map(|_| ThreadState::default()).collect(),
+        workers: (0..cfg.threads_per_child).map(|_| WorkerSlot::default()).collect(),
         cpus: cpu::cpus(),
         conns_left: AtomicI32::new(if max_conns > 0 { max_conns } else { i32::MAX }),
         shutdowns_queued: AtomicUsize::new(0),
