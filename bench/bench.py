@@ -790,16 +790,17 @@ def merge_logs(a, b):
 
 
 def pin_children(ppid):
-    """Each child of `ppid`, every thread it has, on one CPU, the children
-    taking the CPUs in turn. Threads the children start later inherit it;
-    children started later (restarts, more load) are not pinned."""
-    cpus = sorted(os.sched_getaffinity(0))
+    """Each child of `ppid`, every thread it has, on one of the CPUs the
+    server may use, the children taking them in turn. Threads the children
+    start later inherit it; children started later (restarts, more load)
+    are not pinned."""
+    cpus = sorted(os.sched_getaffinity(ppid))
     for i, pid in enumerate(children_of(ppid)):
         for tid in os.listdir("/proc/%d/task" % pid):
             try:
                 os.sched_setaffinity(int(tid), {cpus[i % len(cpus)]})
-            except OSError:
-                pass
+            except ProcessLookupError:
+                pass  # the thread ended meanwhile
 
 
 def set_placement(o):
