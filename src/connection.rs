@@ -78,12 +78,17 @@ pub struct Callback {
 /// keep-alive connection whose conn_rec and pool were let go.
 pub struct NewSocket {
     pub origin: Origin,
-    /// Known to epoll already.
+    /// Known to the workers' pollset already.
     pub registered: bool,
     /// Its request head did not arrive in time (see `expired`).
     pub head_expired: bool,
-    /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
-    pub lowat: bool,
+    /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
+    /// raised (see `wait_for_more`).
+    pub lowat: usize,
+    /// In lingering close (see `end_idle`).
+    lingering: bool,
+    /// Known to the listener's pollset, where it waits in lingering close.
+    draining: bool,
 }
 
 pub enum Origin {
@@ -105,7 +110,11 @@ pub struct Dehydrated {
 
 impl NewSocket {
     pub fn accepted(sock: ClientSocket, pool: Pool) -> Self {
-        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false, lowat: false }
+        NewSocket::new(Origin::Accepted(sock, pool), false)
+    }
+
+    fn new(origin: Origin, registered: bool) -> Self {
+        NewSocket { origin, registered, head_expired: false, lowat: 0, lingering: false, draining: false }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -124,7 +133,7 @@ impl NewSocket {
             }
             Origin::Idle(d) => socket::close_fd(d.fd),
         }
-        rt.connection_closed(false);
+        rt.connection_closed(self.lingering);
     }
 }
 
@@ -155,6 +164,7 @@ impl Waiting {
         let flag = match self {
             Waiting::Conn(c) if wait == Wait::Linger => &mut c.draining,
             Waiting::Conn(c) => &mut c.registered,
+            Waiting::New(n) if wait == Wait::Linger => &mut n.draining,
             Waiting::New(n) => &mut n.registered,
         };
         std::mem::replace(flag, true)
@@ -189,8 +199,9 @@ pub struct Conn {
     draining: bool,
     /// Modules were told it left its worker (and not told it came back).
     suspended: bool,
-    /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
-    lowat: bool,
+    /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
+    /// raised (see `wait_for_more`).
+    lowat: usize,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -257,7 +268,7 @@ impl Conn {
             registered,
             draining: false,
             suspended: false,
-            lowat: false,
+            lowat: 0,
             linger_since: None,
             pool,
         });
@@ -340,10 +351,12 @@ impl Conn {
     /// Lets an idle keep-alive connection's conn_rec and pool go, keeping
     /// only its socket (still armed in epoll) and what the next request
     /// needs: an idle connection then costs a few hundred bytes instead of
-    /// tens of KiB. Only plain HTTP/1.x connections with nothing buffered
-    /// qualify (a TLS session, or a module's state, cannot be rebuilt).
+    /// tens of KiB. Only connections on which nothing but httpd's core
+    /// keeps state qualify (`Connection::only_core_state`): a TLS or HTTP/2
+    /// session, the PROXY protocol's client address or a module's
+    /// per-connection state cannot be rebuilt, so those stay whole.
     pub fn dehydrate(mut self: Box<Self>, rt: &Runtime) -> Result<NewSocket, Box<Conn>> {
-        if !self.c.is_plain() {
+        if !self.c.only_core_state() {
             return Err(self);
         }
         let (fd, addrs) = self.sock.steal(&self.pool);
@@ -357,7 +370,7 @@ impl Conn {
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false, lowat: false })
+        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true))
     }
 
     /// The parked connection goes back to a worker.
@@ -509,8 +522,9 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
                 conn.take_sense(Interest::Read);
                 let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
-                let wait = if conn.c.is_plain() { Wait::KeepAlive } else { Wait::KeepAliveWhole };
-                return conn.park(rt, wait, t, Instant::now(), Interest::Read);
+                // Whether it can be dehydrated is decided only if it stays
+                // idle that long (`dehydrate_idle`), not for every request.
+                return conn.park(rt, Wait::KeepAlive, t, Instant::now(), Interest::Read);
             }
             SUSPENDED => return conn.suspend(rt),
             _ => conn.set_state(LINGER),
@@ -584,15 +598,19 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
 /// turned that off (AsyncRequestHead Off) or the peer finished sending.
 pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) -> Option<Task> {
     let mut conn = match item {
+        Waiting::New(new) if wait == Wait::Linger => {
+            linger_socket(rt, new, since);
+            return None;
+        }
         Waiting::New(mut new) => {
-            match peek.map(|buf| look(new.fd(), buf)) {
+            match peek.map(|buf| look(new.fd(), buf, new.lowat)) {
                 Some(Look::Wait(bytes)) => {
                     let io = match &new.origin {
                         Origin::Idle(d) => d.io_timeout,
                         Origin::Accepted(..) => httpd::server_timeouts().1,
                     };
                     let since = if wait == Wait::Head { since } else { Instant::now() };
-                    new.lowat = wait_for_more(new.fd(), bytes);
+                    new.lowat = wait_for_more(new.fd(), bytes, new.lowat);
                     rt.park(Waiting::New(new), Wait::Head, head_time(rt, bytes, io), since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
@@ -611,12 +629,12 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             None
         }
         Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
-            if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf)) {
+            if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf, conn.lowat)) {
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
                 let t = head_time(rt, bytes, conn.io_timeout.load(Ordering::Relaxed));
-                conn.lowat = wait_for_more(conn.fd, bytes);
+                conn.lowat = wait_for_more(conn.fd, bytes, conn.lowat);
                 rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
                 return None;
             }
@@ -632,26 +650,25 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
     }
 }
 
-/// Epoll reports a socket readable as long as unread data is there, so a
-/// partial head would wake a worker again at once, for ever: the
-/// receive low-water mark is raised past what has come, so that only more
-/// of the head (or the end of the stream) wakes it. Returns whether it was
-/// raised (it must come down to 1 before httpd reads, or APR's waits would
-/// wait for those bytes too).
 /// Brings a raised receive low-water mark back to 1 before anything else
-/// reads the socket.
-fn lower_rcvlowat(fd: RawFd, raised: &mut bool) {
-    if std::mem::take(raised) {
+/// reads the socket (else APR's waits would wait for those bytes too).
+fn lower_rcvlowat(fd: RawFd, raised: &mut usize) {
+    if std::mem::take(raised) != 0 {
         socket::set_rcvlowat(fd, 1);
     }
 }
 
-fn wait_for_more(fd: RawFd, bytes: usize) -> bool {
+/// Epoll reports a socket readable as long as unread data is there, so a
+/// partial head would wake a worker again at once, for ever: the
+/// receive low-water mark is raised past what has come, so that only more
+/// of the head (or the end of the stream) wakes it. Returns the mark set
+/// (0: none; a mark already raised stays as it is until lowered).
+fn wait_for_more(fd: RawFd, bytes: usize, raised: usize) -> usize {
     if bytes == 0 {
-        return false;
+        return raised;
     }
     socket::set_rcvlowat(fd, bytes + 1);
-    true
+    bytes + 1
 }
 
 /// Dehydrates, on the listener, the plain keep-alive connections idle since
@@ -688,12 +705,41 @@ fn log_head_timeout() {
     }
 }
 
+/// Ends a dehydrated idle connection (at its KeepAliveTimeout, or shed
+/// under load) as stock ends an idle one, on the listener: a request that
+/// arrived meanwhile is served; else a lingering close (our FIN, then
+/// what the client still sends is drained), so that a request on its way
+/// meets no reset.
+pub fn end_idle(rt: &Runtime, mut new: NewSocket) {
+    let mut byte = [0u8; 1];
+    match socket::peek(new.fd(), &mut byte) {
+        Ok(1) => rt.push(Task::New(new)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && socket::shutdown_write(new.fd()) => {
+            new.lingering = true;
+            rt.lingering_started();
+            linger_socket(rt, new, Instant::now());
+        }
+        // The client has closed, or the socket failed.
+        _ => new.close(rt),
+    }
+}
+
+/// Drains a connection-less socket in lingering close; it waits in the
+/// listener's pollset (short lingering close, as for whole connections
+/// that end idle) until the client's FIN.
+fn linger_socket(rt: &Runtime, new: NewSocket, since: Instant) {
+    match socket::drain(new.fd()) {
+        Ok(false) => rt.park(Waiting::New(new), Wait::Linger, LINGER_SHORT_TIME, since, Interest::Read),
+        _ => new.close(rt),
+    }
+}
+
 /// A parked connection's deadline passed (on the listener thread).
 pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
     item.lower_rcvlowat();
     match (item, wait) {
-        // An idle socket that sent nothing: a plain close ends it cleanly.
-        (Waiting::New(new), Wait::Idle) => new.close(rt),
+        (Waiting::New(new), Wait::Idle) => end_idle(rt, new),
+        (Waiting::New(new), Wait::Linger) => new.close(rt),
         // Only a worker can make the conn_rec needed for a lingering close.
         (Waiting::New(mut new), _) => {
             new.head_expired = true;
@@ -738,13 +784,19 @@ enum Look {
     Closed,
 }
 
-/// Peeks at what the client sent (nothing is consumed).
-fn look(fd: RawFd, buf: &mut [u8]) -> Look {
+/// Peeks at what the client sent (nothing is consumed). `raised` is the
+/// receive low-water mark set while the head waited (0: none).
+fn look(fd: RawFd, buf: &mut [u8], raised: usize) -> Look {
     match socket::peek(fd, buf) {
         Ok(0) => Look::Closed,
+        // Woken with less than the mark: the kernel does that when the
+        // receive buffer is full (a head larger than it, or than a small
+        // ReceiveBufferSize). Only reading makes room: httpd reads it, as
+        // stock would, instead of a worker waking for it again and again.
+        Ok(n) if n < raised => Look::Go,
         Ok(n) if head::scan(&buf[..n], buf.len()) == head::Head::Partial => Look::Wait(n),
         Ok(_) => Look::Go,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Look::Wait(0),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && raised == 0 => Look::Wait(0),
         // Let the worker meet the error where httpd reports it.
         Err(_) => Look::Go,
     }

@@ -459,7 +459,7 @@ fn shed_idle(rt: &Runtime) -> bool {
     for (item, _) in shed {
         match item {
             Waiting::Conn(conn) => rt.shutdown(conn),
-            Waiting::New(new) => new.close(rt),
+            Waiting::New(new) => connection::end_idle(rt, new),
         }
     }
     true

@@ -1,20 +1,24 @@
 //! Timeout queues for connections parked in the workers' pollset (the
 //! listener enforces them).
 //!
-//! Every queue has one timeout, so appending keeps it sorted by deadline:
-//! expiry only looks at queue heads, and removal by token is O(1) through
-//! an index-linked list over a slab. Queues are made on demand per (kind,
-//! timeout), which gives per-vhost KeepAliveTimeout/Timeout for free.
+//! A queue per (kind, timeout), made on demand, which gives per-vhost
+//! KeepAliveTimeout/Timeout for free. Each queue is ordered by deadline,
+//! not by parking order: a connection parked again keeps the deadline it
+//! had (a request head's limit counts from its first byte), which can be
+//! earlier than those of entries parked since. Expiry looks at queue heads
+//! only; insertion and removal by token are O(log n).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// Why a connection waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wait {
-    /// Idle between requests, KeepAliveTimeout; plain HTTP/1.x, so it may
-    /// be dehydrated (see connection.rs) once idle long enough.
+    /// Idle between requests, KeepAliveTimeout; dehydrated (see
+    /// connection.rs) once idle long enough if only core keeps its state.
     KeepAlive,
-    /// Idle between requests, kept whole (TLS and the like).
+    /// Idle between requests, kept whole: a module keeps state for it (TLS,
+    /// HTTP/2, the PROXY protocol, ...).
     KeepAliveWhole,
     /// Idle between requests, dehydrated: a socket without a conn_rec.
     Idle,
@@ -48,22 +52,17 @@ impl Token {
     pub const MAX: u64 = (0x7fff_ffff_u64 << 32) | 0xffff_ffff;
 }
 
-const NIL: u32 = u32::MAX;
-
 struct Queue {
     wait: Wait,
     timeout: Duration,
-    head: u32,
-    tail: u32,
-    len: usize,
+    /// (deadline, slab index), earliest first.
+    order: BTreeSet<(Instant, u32)>,
 }
 
 struct Entry<T> {
     item: T,
     queue: usize,
     deadline: Instant,
-    prev: u32,
-    next: u32,
 }
 
 struct Slot<T> {
@@ -88,12 +87,12 @@ impl<T> Parked<T> {
         if let Some(i) = self.queues.iter().position(|q| q.wait == wait && q.timeout == timeout) {
             return i;
         }
-        self.queues.push(Queue { wait, timeout, head: NIL, tail: NIL, len: 0 });
+        self.queues.push(Queue { wait, timeout, order: BTreeSet::new() });
         self.queues.len() - 1
     }
 
-    /// Parks `item` until `now + timeout` and returns its token.
-    pub fn insert(&mut self, item: T, wait: Wait, timeout: Duration, now: Instant) -> Token {
+    /// Parks `item` until `since + timeout` and returns its token.
+    pub fn insert(&mut self, item: T, wait: Wait, timeout: Duration, since: Instant) -> Token {
         let queue = self.queue_for(wait, timeout);
         let index = match self.free.pop() {
             Some(i) => i,
@@ -102,23 +101,11 @@ impl<T> Parked<T> {
                 u32::try_from(self.slots.len() - 1).expect("slab index fits u32")
             }
         };
-        let q = &mut self.queues[queue];
-        let prev = q.tail;
-        q.tail = index;
-        if q.head == NIL {
-            q.head = index;
-        }
-        q.len += 1;
-        if prev != NIL {
-            self.entry_mut(prev).next = index;
-        }
+        let deadline = since + timeout;
+        self.queues[queue].order.insert((deadline, index));
         let slot = &mut self.slots[index as usize];
-        slot.entry = Some(Entry { item, queue, deadline: now + timeout, prev, next: NIL });
+        slot.entry = Some(Entry { item, queue, deadline });
         Token::new(index, slot.generation)
-    }
-
-    fn entry_mut(&mut self, index: u32) -> &mut Entry<T> {
-        self.slots[index as usize].entry.as_mut().expect("linked entry exists")
     }
 
     /// Takes the entry out if the token is still current; also returns
@@ -127,36 +114,20 @@ impl<T> Parked<T> {
     pub fn remove(&mut self, token: Token) -> Option<(T, Wait, Instant)> {
         let index = token.index();
         let slot = self.slots.get_mut(index)?;
-        if slot.generation != token.generation() || slot.entry.is_none() {
+        if slot.generation != token.generation() {
             return None;
         }
         let entry = slot.entry.take()?;
         slot.generation = (slot.generation + 1) & 0x7fff_ffff;
         self.free.push(index as u32);
-        if entry.prev != NIL {
-            self.entry_mut(entry.prev).next = entry.next;
-        }
-        if entry.next != NIL {
-            self.entry_mut(entry.next).prev = entry.prev;
-        }
         let q = &mut self.queues[entry.queue];
-        if q.head == index as u32 {
-            q.head = entry.next;
-        }
-        if q.tail == index as u32 {
-            q.tail = entry.prev;
-        }
-        q.len -= 1;
+        q.order.remove(&(entry.deadline, index as u32));
         Some((entry.item, q.wait, entry.deadline - q.timeout))
     }
 
     fn head_token(&self, q: &Queue) -> Option<(Token, Instant)> {
-        if q.head == NIL {
-            return None;
-        }
-        let slot = &self.slots[q.head as usize];
-        let e = slot.entry.as_ref().expect("queue head exists");
-        Some((Token::new(q.head, slot.generation), e.deadline))
+        let &(deadline, index) = q.order.first()?;
+        Some((Token::new(index, self.slots[index as usize].generation), deadline))
     }
 
     /// The earliest deadline of any parked entry.
@@ -210,11 +181,11 @@ impl<T> Parked<T> {
     }
 
     pub fn count(&self, wait: Wait) -> usize {
-        self.queues.iter().filter(|q| q.wait == wait).map(|q| q.len).sum()
+        self.queues.iter().filter(|q| q.wait == wait).map(|q| q.order.len()).sum()
     }
 
     pub fn len(&self) -> usize {
-        self.queues.iter().map(|q| q.len).sum()
+        self.queues.iter().map(|q| q.order.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,6 +277,25 @@ mod tests {
         assert_eq!(got, vec![("ka1", Wait::KeepAlive), ("ka2", Wait::KeepAlive)]);
         assert_eq!(p.count(Wait::KeepAlive), 0);
         assert_eq!(p.count(Wait::WriteCompletion), 1);
+    }
+
+    #[test]
+    fn an_entry_parked_again_expires_at_its_own_deadline() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        let trickler = p.insert("trickler", Wait::Head, 4 * S, t0);
+        p.insert("fresh-1", Wait::Head, 4 * S, t0 + S);
+        p.insert("fresh-2", Wait::Head, 4 * S, t0 + 2 * S);
+        // More of its head came: parked again, deadline still t0 + 4 s,
+        // behind entries whose deadlines are later.
+        let (item, wait, since) = p.remove(trickler).unwrap();
+        p.insert(item, wait, 4 * S, since);
+        p.insert("fresh-3", Wait::Head, 4 * S, t0 + 3 * S);
+        assert_eq!(p.next_expiry(), Some(t0 + 4 * S));
+        assert_eq!(p.expire(t0 + 4 * S), vec![("trickler", Wait::Head)]);
+        assert_eq!(p.expire(t0 + 5 * S), vec![("fresh-1", Wait::Head)]);
+        assert_eq!(p.oldest(Wait::Head), Some(t0 + 2 * S));
+        assert_eq!(p.count(Wait::Head), 2);
     }
 
     #[test]

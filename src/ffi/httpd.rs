@@ -523,11 +523,48 @@ impl Connection {
         unsafe { sys::ap_run_process_connection(self.as_ptr()) }
     }
 
-    /// Plain HTTP: no TLS and not an HTTP/2 stream, so nothing a module
-    /// keeps in the conn_rec between requests needs to survive it.
-    pub fn is_plain(self) -> bool {
-        // SAFETY: live conn_rec; ap_ssl_conn_is_ssl only asks mod_ssl.
-        unsafe { (*self.as_ptr()).master.is_null() && sys::ap_ssl_conn_is_ssl(self.as_ptr()) == 0 }
+    /// Whether nothing but httpd's core keeps state for this connection
+    /// between two requests, so that a fresh conn_rec built by
+    /// pre_connection would serve the next request exactly as this one.
+    /// Decided positively: not a secondary connection, nothing in its notes,
+    /// every module configuration in `conn_config` and every connection
+    /// filter one of those that only core and the modules below set up
+    /// afresh for each connection and reset for each request. Anything else
+    /// (TLS, HTTP/2, the PROXY protocol's address, a module's connection-
+    /// bound authentication, any module we do not know) keeps it whole.
+    pub fn only_core_state(self) -> bool {
+        /// core, this MPM, mod_reqtimeout (timeouts restarted per request)
+        /// and mod_logio (byte counts reset after each request's log line).
+        const REBUILT_MODULES: [&CStr; 4] = [c"core.c", c"event.c", c"mod_reqtimeout.c", c"mod_logio.c"];
+        /// Their connection filters (httpd stores filter names lower case).
+        const REBUILT_FILTERS: [&CStr; 4] = [c"core_in", c"core", c"reqtimeout", c"log_input_output"];
+        let c = self.as_ptr();
+        // SAFETY: live conn_rec owned by the calling thread; the module list
+        // is httpd's, fixed while children run; conn_config has a slot per
+        // module index; filter records live as long as the configuration.
+        unsafe {
+            if !(*c).master.is_null() || sys::apr_is_empty_table((*c).notes) == 0 {
+                return false;
+            }
+            let mut m = sys::ap_top_module;
+            while !m.is_null() {
+                let conf = *((*c).conn_config as *mut *mut c_void).add((*m).module_index as usize);
+                if !conf.is_null() && !REBUILT_MODULES.iter().any(|&n| CStr::from_ptr((*m).name) == n) {
+                    return false;
+                }
+                m = (*m).next;
+            }
+            for mut f in [(*c).input_filters, (*c).output_filters] {
+                while !f.is_null() {
+                    let name = CStr::from_ptr((*(*f).frec).name);
+                    if !REBUILT_FILTERS.contains(&name) {
+                        return false;
+                    }
+                    f = (*f).next;
+                }
+            }
+        }
+        true
     }
 
     /// Requests served on this connection (for MaxKeepAliveRequests).

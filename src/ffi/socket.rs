@@ -81,6 +81,13 @@ pub fn shutdown(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// Ends our side of the stream (lingering close): the client sees our FIN
+/// and may still send. False when the socket is already unusable.
+pub fn shutdown_write(fd: RawFd) -> bool {
+    // SAFETY: shutdown on a descriptor has no memory effects.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) == 0 }
+}
+
 /// A listening socket of httpd's (`ap_listen_rec`).
 #[derive(Debug, Clone, Copy)]
 pub struct Listener(NonNull<sys::ap_listen_rec>);

@@ -1,0 +1,276 @@
+//! What the MPM's own savings (dehydrating idle connections, waiting for
+//! request heads in the pollset) must never cost: a module's per-connection
+//! state across idle pauses (PROXY protocol, h2c), a head larger than the
+//! receive buffer, each waiting head's own deadline, and a proper lingering
+//! close for an idle connection that ends while a request may be on its way.
+
+mod common;
+
+use common::*;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ONE_CHILD: &str = "ServerLimit 1\nStartServers 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n\
+                         MinSpareThreads 1\nMaxSpareThreads 25";
+
+/// Pauses longer than the MPM's dehydration delay (250 ms) and shorter.
+const PAUSES: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(600), Duration::from_secs(3)];
+
+fn server_dir(server: &Server) -> std::path::PathBuf {
+    server.pid_file().parent().unwrap().to_path_buf()
+}
+
+/// Behind a load balancer speaking the PROXY protocol (mod_remoteip), the
+/// header comes once, at the start of the connection; every request on it,
+/// however long the client idles in between, is the balancer's client's.
+#[test]
+fn proxy_protocol_connections_keep_their_client_address_across_idle_pauses() {
+    let server = server()
+        .without_cgi()
+        .keep_alive_timeout(10)
+        .load_module("remoteip_module", "mod_remoteip.so")
+        .directives(ONE_CHILD)
+        .directives("RemoteIPProxyProtocol On\nLogFormat \"%a %>s\" peer\nCustomLog logs_access peer\n")
+        .start();
+    let mut conn = server.connect();
+    conn.send(format!("PROXY TCP4 192.0.2.7 127.0.0.1 5555 {}\r\n", server.addr().port()).as_bytes()).unwrap();
+    assert_eq!(conn.get(SMALL_PATH).expect("first request").status, 200);
+    for pause in PAUSES {
+        thread::sleep(pause);
+        let resp = conn.get(SMALL_PATH).unwrap_or_else(|e| panic!("request after an idle pause of {pause:?}: {e}"));
+        assert_eq!(resp.status, 200, "after {pause:?}");
+    }
+    let log = server_dir(&server).join("logs_access");
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect();
+        lines.len() >= 4
+    });
+    assert_eq!(lines, vec!["192.0.2.7 200"; 4], "the access log's client addresses");
+}
+
+/// A minimal HTTP/2 client over cleartext (prior knowledge): enough to send
+/// GETs on one connection and read their answers.
+struct H2 {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    next_stream: u32,
+}
+
+const FRAME_DATA: u8 = 0;
+const FRAME_HEADERS: u8 = 1;
+const FRAME_SETTINGS: u8 = 4;
+const FRAME_GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+
+impl H2 {
+    fn connect(server: &Server) -> H2 {
+        let stream = TcpStream::connect(server.addr()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut h2 = H2 { stream, buf: Vec::new(), next_stream: 1 };
+        h2.stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        h2.frame(FRAME_SETTINGS, 0, 0, &[]);
+        h2
+    }
+
+    fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        self.stream.write_all(&f).unwrap();
+    }
+
+    /// GET `path`: the response's status and body, or what went wrong.
+    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let id = self.next_stream;
+        self.next_stream += 2;
+        // HPACK: :method GET, :scheme http (static 2, 6), then :path and
+        // :authority as literals without indexing (name indexes 4 and 1).
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend(path.as_bytes());
+        block.extend([0x01, 9]);
+        block.extend(b"127.0.0.1");
+        self.frame(FRAME_HEADERS, END_STREAM | 4, id, &block);
+        let (mut status, mut body) = (0, Vec::new());
+        loop {
+            let (kind, flags, stream, payload) = self.read_frame()?;
+            match kind {
+                FRAME_SETTINGS if flags & 1 == 0 => self.frame(FRAME_SETTINGS, 1, 0, &[]),
+                FRAME_GOAWAY => return Err(format!("GOAWAY {:02x?}", payload)),
+                FRAME_HEADERS if stream == id => {
+                    // mod_http2 sends :status 200 as static index 8.
+                    status = if payload.first() == Some(&0x88) { 200 } else { 1 };
+                }
+                FRAME_DATA if stream == id => body.extend(&payload),
+                _ => {}
+            }
+            if stream == id && flags & END_STREAM != 0 && (kind == FRAME_DATA || kind == FRAME_HEADERS) {
+                return Ok((status, body));
+            }
+        }
+    }
+
+    fn read_frame(&mut self) -> Result<(u8, u8, u32, Vec<u8>), String> {
+        loop {
+            if self.buf.len() >= 9 {
+                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+                if self.buf.len() >= 9 + len {
+                    let f: Vec<u8> = self.buf.drain(..9 + len).collect();
+                    let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+                    return Ok((f[3], f[4], stream, f[9..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(n) => self.buf.extend(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+/// An h2c session idles between its streams like any keep-alive
+/// connection; it is mod_http2's, and must be there when the next stream
+/// comes, whatever the pause.
+#[test]
+fn h2c_sessions_serve_streams_after_idle_pauses() {
+    let server = server()
+        .without_cgi()
+        .keep_alive_timeout(10)
+        .load_module("http2_module", "mod_http2.so")
+        .directives(ONE_CHILD)
+        .directives("Protocols h2c http/1.1\n")
+        .start();
+    let mut h2 = H2::connect(&server);
+    assert_eq!(h2.get(SMALL_PATH), Ok((200, SMALL_BODY.to_vec())), "first stream");
+    for pause in PAUSES {
+        thread::sleep(pause);
+        assert_eq!(h2.get(SMALL_PATH), Ok((200, SMALL_BODY.to_vec())), "a stream after an idle pause of {pause:?}");
+    }
+    let log = server.error_log();
+    assert!(!log.contains("AH10020"), "a session was cleaned up by its pool:\n{log}");
+}
+
+/// User + system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// A request head larger than the socket's receive buffer cannot arrive
+/// whole before anything reads it: it is answered at once, as stock
+/// answers it, without a worker waking for it over and over meanwhile.
+#[test]
+fn a_head_larger_than_the_receive_buffer_is_answered_without_spinning() {
+    let server = server().without_cgi().directives(ONE_CHILD).directives("ReceiveBufferSize 8192\nTimeout 20\n").start();
+    let child = server.children()[0].pid;
+    let mut head = format!("GET {SMALL_PATH} HTTP/1.1\r\nHost: e2e.test\r\n");
+    for i in 0..4 {
+        head += &format!("X-Big-{i}: {}\r\n", "a".repeat(6800));
+    }
+    head += "\r\n";
+    let before = cpu_ticks(child);
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The client blocks on a zero window until the server reads: the head
+    // is written by a thread, its answer read here.
+    let mut w = stream.try_clone().unwrap();
+    let writer = {
+        let head = head.clone();
+        thread::spawn(move || w.write_all(head.as_bytes()))
+    };
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend(&chunk[..n]),
+        }
+    }
+    let took = start.elapsed();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let written = writer.join().unwrap();
+    let used = cpu_ticks(child) - before;
+    let status = String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string();
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "a {}-byte head: {status:?} after {took:?} (written: {written:?})",
+        head.len()
+    );
+    assert!(took < Duration::from_secs(2), "a {}-byte head was answered after {took:?}", head.len());
+    // 100 ticks a second; one request costs next to nothing.
+    assert!(used <= 30, "the child used {used} ticks of CPU for one request");
+}
+
+/// Each waiting head expires at its own deadline (Timeout, from its first
+/// byte), however often it was parked again for more bytes in between and
+/// however many fresh heads were parked since. Expected to fail against the
+/// stock module, whose Timeout restarts at every read: it never ends a head
+/// that trickles faster than that.
+#[test]
+fn strict_interleaved_trickling_heads_expire_at_their_own_deadlines() {
+    let server = server().without_cgi().directives(ONE_CHILD).directives("Timeout 4\n").start();
+    let start = Instant::now();
+    let mut trickler = TcpStream::connect(server.addr()).unwrap();
+    trickler.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    trickler.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut fresh = Vec::new();
+    let mut next_fresh = start;
+    let mut next_byte = start + Duration::from_millis(1500);
+    let closed_after = loop {
+        let now = Instant::now();
+        if now >= next_fresh {
+            let mut c = TcpStream::connect(server.addr()).unwrap();
+            c.write_all(b"GET / HT").unwrap();
+            fresh.push(c);
+            next_fresh += Duration::from_millis(250);
+        }
+        if now >= next_byte {
+            // A write can fail once the server has closed: then the read
+            // below reports it.
+            let _ = trickler.write_all(b"X");
+            next_byte += Duration::from_millis(1500);
+        }
+        let mut buf = [0u8; 512];
+        match trickler.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => break start.elapsed(),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the trickling head was still open after 10 s (Timeout 4)");
+    };
+    assert!(
+        closed_after >= Duration::from_millis(3500) && closed_after <= Duration::from_millis(5500),
+        "a head with Timeout 4 was ended {closed_after:?} after its first byte"
+    );
+}
+
+/// An idle keep-alive connection reaching its KeepAliveTimeout gets a
+/// lingering close, dehydrated or not: a request the client sends as our
+/// FIN is on its way is drained, not answered with a reset.
+#[test]
+fn idle_connections_end_with_a_lingering_close() {
+    let server = server().without_cgi().keep_alive_timeout(1).directives(ONE_CHILD).start();
+    for round in 0..3 {
+        let mut conn = server.idle_connection();
+        conn.set_read_timeout(Duration::from_secs(5));
+        let idle_since = Instant::now();
+        let closed = conn.wait_for_close(Duration::from_secs(5)).expect("the server's FIN");
+        assert!(idle_since.elapsed() >= Duration::from_millis(900), "round {round}: closed after {closed:?}");
+        // The request that crossed our FIN, and another a moment later: a
+        // socket already closed would have answered the first with a reset,
+        // which fails the second.
+        conn.send(get_request(SMALL_PATH).as_bytes()).expect("first write after the FIN");
+        thread::sleep(Duration::from_millis(200));
+        let second = conn.send(get_request(SMALL_PATH).as_bytes());
+        assert!(second.is_ok(), "round {round}: the server reset the connection: {second:?}");
+    }
+}
