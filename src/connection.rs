@@ -689,20 +689,13 @@ pub fn dehydrate_idle(rt: &Runtime, idle_since: Instant) -> usize {
 }
 
 /// A request head did not arrive by its deadline (mod_reqtimeout's header
-/// limit, or Timeout): the connection is closed with a short lingering
-/// close, without a worker ever waiting on it. (Stock answers 408 at that
-/// point, from a worker that waited all along; httpd can only produce that
-/// answer by reading, and would restart its timers on a fresh read.)
+/// limit, or Timeout), and no worker waited for it: httpd reads what came
+/// and its reads time out where they would wait, so that it answers (408
+/// when the request line came, and logs it) exactly as when its own timer
+/// runs out, as stock does.
 fn head_timed_out(conn: &Conn) {
-    log_head_timeout();
-    conn.c.set_note(c"short-lingering-close");
-    conn.set_state(LINGER);
-}
-
-fn log_head_timeout() {
-    if log::enabled(sys::APLOG_INFO) {
-        log::error(sys::APLOG_INFO, 0, "request head not complete by its deadline: closing the connection");
-    }
+    conn.c.time_out_waiting_reads();
+    conn.set_state(PROCESSING);
 }
 
 /// Ends a dehydrated idle connection (at its KeepAliveTimeout, or shed
@@ -740,18 +733,15 @@ pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
     match (item, wait) {
         (Waiting::New(new), Wait::Idle) => end_idle(rt, new),
         (Waiting::New(new), Wait::Linger) => new.close(rt),
-        // Only a worker can make the conn_rec needed for a lingering close.
+        // A worker makes the conn_rec with which httpd answers the late head.
         (Waiting::New(mut new), _) => {
             new.head_expired = true;
             rt.push(Task::New(new));
         }
         (Waiting::Conn(conn), Wait::Linger) => conn.close(rt),
-        // Marked as ending, or the shutdown task would find the partial
-        // head readable and hand it to httpd, whose own header timer would
-        // start again.
         (Waiting::Conn(conn), Wait::Head) => {
             head_timed_out(&conn);
-            rt.shutdown(conn);
+            rt.push(Task::Resume(conn));
         }
         (Waiting::Conn(conn), _) => rt.shutdown(conn),
     }
@@ -821,6 +811,9 @@ pub fn post_read_request(r: Request) {
     if me.is_null() {
         return;
     }
+    // The head came complete after all (just after its deadline): the
+    // request's body is waited for as usual.
+    c.wait_in_reads();
     let (ka, io) = r.timeouts();
     // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
     // its request runs; set_timeouts only touches atomics.

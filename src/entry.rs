@@ -40,6 +40,7 @@ pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
             sys::ap_hook_mpm_register_timed_callback(Some(register_timed_callback), ptr::null(), ptr::null(), middle);
         }
         httpd::register_status_hook(status_hook);
+        httpd::register_late_head_filter(Some(late_head_filter));
     });
 }
 
@@ -203,6 +204,11 @@ unsafe extern "C" fn protocol_switch(c: *mut sys::conn_rec, r: *mut sys::request
         }
         DECLINED
     })
+}
+
+unsafe extern "C" fn late_head_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade, mode: sys::ap_input_mode_t, _block: sys::apr_read_type_e, readbytes: sys::apr_off_t) -> sys::apr_status_t {
+    // SAFETY: httpd calls an input filter with a live filter and brigade.
+    guard(sys::APR_EGENERAL as i32, || unsafe { httpd::read_without_waiting(f, bb, mode, readbytes) })
 }
 
 unsafe extern "C" fn register_timed_callback(t: sys::apr_time_t, cbfn: sys::ap_mpm_callback_fn_t, baton: *mut std::ffi::c_void) -> sys::apr_status_t {

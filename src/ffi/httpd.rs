@@ -4,6 +4,7 @@
 use std::ffi::{CStr, CString, c_void};
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use super::pool::{Pool, PoolRef};
 use super::socket::{ClientSocket, Listener};
@@ -668,6 +669,34 @@ impl Connection {
         // SAFETY: conn_config is the connection's live config vector.
         unsafe { get_module_config((*self.as_ptr()).conn_config) }
     }
+
+    /// From now on, a read that would wait for the client times out at
+    /// once (see `register_late_head_filter`).
+    pub fn time_out_waiting_reads(self) {
+        let late = LATE_HEAD.load(Ordering::Acquire);
+        if late.is_null() {
+            return;
+        }
+        // SAFETY: live conn_rec owned by the calling worker; the filter
+        // record was registered for this configuration's lifetime.
+        unsafe { sys::ap_add_input_filter_handle(late, ptr::null_mut(), ptr::null_mut(), self.as_ptr()) };
+    }
+
+    /// Reads wait for the client again (the head came after all).
+    pub fn wait_in_reads(self) {
+        let late = LATE_HEAD.load(Ordering::Acquire);
+        // SAFETY: walks the connection's live filter chain; the filter
+        // removed is ours, added by time_out_waiting_reads.
+        unsafe {
+            let mut f = (*self.as_ptr()).input_filters;
+            while !f.is_null() {
+                if (*f).frec == late {
+                    return sys::ap_remove_input_filter(f);
+                }
+                f = (*f).next;
+            }
+        }
+    }
 }
 
 fn our_index() -> usize {
@@ -876,4 +905,39 @@ pub fn main_server_directive(directive: &str) -> Vec<String> {
     // SAFETY: copying the global tree pointer.
     walk(unsafe { sys::ap_conftree }, directive, &mut out);
     out
+}
+
+/// The connection filter that makes httpd meet a request head's deadline
+/// as if it had waited for the head itself: the MPM waited in its pollset
+/// instead, and at the deadline hands the connection to httpd with this
+/// filter, which reads what is there and reports APR_TIMEUP where a read
+/// would have to wait. httpd (and mod_reqtimeout above it) then answer as
+/// they do when their own timer runs out: 408, logged. It sits just above
+/// core's network filter.
+static LATE_HEAD: AtomicPtr<sys::ap_filter_rec_t> = AtomicPtr::new(ptr::null_mut());
+
+/// Registers the filter (at every load of the module: the record lives in
+/// httpd's filter registry, which is rebuilt with the configuration).
+pub fn register_late_head_filter(func: sys::ap_in_filter_func) {
+    // SAFETY: a static name and our guarded filter function.
+    let rec = unsafe {
+        sys::ap_register_input_filter(c"mpm_event_rs_late_head".as_ptr(), func, None, sys::ap_filter_type_AP_FTYPE_NETWORK - 1)
+    };
+    LATE_HEAD.store(rec, Ordering::Release);
+}
+
+/// The late-head filter's body: the next filter's data without waiting,
+/// APR_TIMEUP when there is none yet.
+///
+/// # Safety
+/// httpd's arguments to an input filter: live filter and brigade.
+pub unsafe fn read_without_waiting(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade, mode: sys::ap_input_mode_t, readbytes: sys::apr_off_t) -> sys::apr_status_t {
+    // SAFETY: as the caller guarantees; the brigade's list head is a
+    // sentinel whose next points back at it when the brigade is empty.
+    unsafe {
+        let rv = sys::ap_get_brigade((*f).next, bb, mode, sys::apr_read_type_e_APR_NONBLOCK_READ, readbytes);
+        let sentinel = ptr::addr_of_mut!((*bb).list).cast::<sys::apr_bucket>();
+        let empty = (*bb).list.next == sentinel;
+        if rv == sys::APR_EAGAIN as i32 || (rv == 0 && empty) { sys::APR_TIMEUP as i32 } else { rv }
+    }
 }
