@@ -84,6 +84,8 @@ pub struct NewSocket {
     pub head_expired: bool,
     /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
     pub lowat: bool,
+    /// Accepted on an HTTP listener (listener::speaks_http).
+    pub http: bool,
 }
 
 pub enum Origin {
@@ -104,8 +106,8 @@ pub struct Dehydrated {
 }
 
 impl NewSocket {
-    pub fn accepted(sock: ClientSocket, pool: Pool) -> Self {
-        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false, lowat: false }
+    pub fn accepted(sock: ClientSocket, pool: Pool, http: bool) -> Self {
+        NewSocket { origin: Origin::Accepted(sock, pool), registered: false, head_expired: false, lowat: false, http }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -191,6 +193,9 @@ pub struct Conn {
     suspended: bool,
     /// SO_RCVLOWAT raised while part of a head waits (see `wait_for_more`).
     lowat: bool,
+    /// Accepted on an HTTP listener: only then do its requests wait for
+    /// their head in the pollset, and may it be dehydrated between them.
+    http: bool,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -207,7 +212,7 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { origin, registered, head_expired, .. } = new;
+        let NewSocket { origin, registered, head_expired, http, .. } = new;
         let (sock, pool, idle) = match origin {
             Origin::Accepted(sock, pool) => (sock, pool, None),
             Origin::Idle(mut d) => {
@@ -258,6 +263,7 @@ impl Conn {
             draining: false,
             suspended: false,
             lowat: false,
+            http,
             linger_since: None,
             pool,
         });
@@ -343,7 +349,7 @@ impl Conn {
     /// tens of KiB. Only plain HTTP/1.x connections with nothing buffered
     /// qualify (a TLS session, or a module's state, cannot be rebuilt).
     pub fn dehydrate(mut self: Box<Self>, rt: &Runtime) -> Result<NewSocket, Box<Conn>> {
-        if !self.c.is_plain() {
+        if !self.c.is_plain() || !self.http {
             return Err(self);
         }
         let (fd, addrs) = self.sock.steal(&self.pool);
@@ -357,7 +363,7 @@ impl Conn {
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false, lowat: false })
+        Ok(NewSocket { origin: Origin::Idle(Box::new(d)), registered: true, head_expired: false, lowat: false, http: true })
     }
 
     /// The parked connection goes back to a worker.
@@ -509,7 +515,7 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
                 conn.take_sense(Interest::Read);
                 let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
-                let wait = if conn.c.is_plain() { Wait::KeepAlive } else { Wait::KeepAliveWhole };
+                let wait = if conn.c.is_plain() && conn.http { Wait::KeepAlive } else { Wait::KeepAliveWhole };
                 return conn.park(rt, wait, t, Instant::now(), Interest::Read);
             }
             SUSPENDED => return conn.suspend(rt),
@@ -585,7 +591,7 @@ pub fn linger(rt: &Runtime, conn: Box<Conn>) {
 pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Option<&mut [u8]>) -> Option<Task> {
     let mut conn = match item {
         Waiting::New(mut new) => {
-            match peek.map(|buf| look(new.fd(), buf)) {
+            match peek.filter(|_| new.http).map(|buf| look(new.fd(), buf)) {
                 Some(Look::Wait(bytes)) => {
                     let io = match &new.origin {
                         Origin::Idle(d) => d.io_timeout,
@@ -611,7 +617,8 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             None
         }
         Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
-            if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf)) {
+            // Other protocols' bytes are the module's, whatever they look like.
+            if let Some(Look::Wait(bytes)) = peek.filter(|_| conn.http).map(|buf| look(conn.fd, buf)) {
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
@@ -751,10 +758,11 @@ fn look(fd: RawFd, buf: &mut [u8]) -> Look {
 }
 
 /// A just-accepted socket waits in the pollset for its request head, which
-/// the worker its first bytes wake looks at. With AsyncRequestHead Off it
-/// goes to a worker at once, as in stock.
+/// the worker its first bytes wake looks at. With AsyncRequestHead Off, or
+/// on a listener of another protocol than HTTP (whose server may speak
+/// first), it goes to a worker at once, as in stock.
 pub fn accepted(rt: &Runtime, new: NewSocket) {
-    if !rt.async_head {
+    if !rt.async_head || !new.http {
         return rt.push(Task::New(new));
     }
     let t = head_time(rt, 0, httpd::server_timeouts().1);
