@@ -23,7 +23,8 @@ pub struct MpmConfig {
     /// MaxRequestWorkers / ThreadsPerChild, derived by `check`.
     pub active_daemons_limit: i32,
     /// AsyncRequestHead: wait in the pollset, not in a worker, until an
-    /// HTTP/1.x request head is complete.
+    /// HTTP/1.x request head is complete (on HTTP listeners only, see
+    /// listener::speaks_http).
     pub async_request_head: bool,
     /// mod_reqtimeout's header limit, read from the configuration: the
     /// deadline of a head waiting in the pollset (None: Timeout).

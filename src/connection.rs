@@ -85,6 +85,8 @@ pub struct NewSocket {
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `wait_for_more`).
     pub lowat: usize,
+    /// Accepted on an HTTP listener (listener::speaks_http).
+    pub http: bool,
     /// In lingering close (see `end_idle`).
     lingering: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
@@ -109,12 +111,12 @@ pub struct Dehydrated {
 }
 
 impl NewSocket {
-    pub fn accepted(sock: ClientSocket, pool: Pool) -> Self {
-        NewSocket::new(Origin::Accepted(sock, pool), false)
+    pub fn accepted(sock: ClientSocket, pool: Pool, http: bool) -> Self {
+        NewSocket::new(Origin::Accepted(sock, pool), false, http)
     }
 
-    fn new(origin: Origin, registered: bool) -> Self {
-        NewSocket { origin, registered, head_expired: false, lowat: 0, lingering: false, draining: false }
+    fn new(origin: Origin, registered: bool, http: bool) -> Self {
+        NewSocket { origin, registered, head_expired: false, lowat: 0, http, lingering: false, draining: false }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -202,6 +204,9 @@ pub struct Conn {
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `wait_for_more`).
     lowat: usize,
+    /// Accepted on an HTTP listener: only then do its requests wait for
+    /// their head in the pollset, and may it be dehydrated between them.
+    http: bool,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -218,7 +223,7 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { origin, registered, head_expired, .. } = new;
+        let NewSocket { origin, registered, head_expired, http, .. } = new;
         let (sock, pool, idle) = match origin {
             Origin::Accepted(sock, pool) => (sock, pool, None),
             Origin::Idle(mut d) => {
@@ -269,6 +274,7 @@ impl Conn {
             draining: false,
             suspended: false,
             lowat: 0,
+            http,
             linger_since: None,
             pool,
         });
@@ -356,7 +362,7 @@ impl Conn {
     /// session, the PROXY protocol's client address or a module's
     /// per-connection state cannot be rebuilt, so those stay whole.
     pub fn dehydrate(mut self: Box<Self>, rt: &Runtime) -> Result<NewSocket, Box<Conn>> {
-        if !self.c.only_core_state() {
+        if !self.http || !self.c.only_core_state() {
             return Err(self);
         }
         let (fd, addrs) = self.sock.steal(&self.pool);
@@ -370,7 +376,7 @@ impl Conn {
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true))
+        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true))
     }
 
     /// The parked connection goes back to a worker.
@@ -524,7 +530,8 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                 let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
                 // Whether it can be dehydrated is decided only if it stays
                 // idle that long (`dehydrate_idle`), not for every request.
-                return conn.park(rt, Wait::KeepAlive, t, Instant::now(), Interest::Read);
+                let wait = if conn.http { Wait::KeepAlive } else { Wait::KeepAliveWhole };
+                return conn.park(rt, wait, t, Instant::now(), Interest::Read);
             }
             SUSPENDED => return conn.suspend(rt),
             _ => conn.set_state(LINGER),
@@ -603,7 +610,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             return None;
         }
         Waiting::New(mut new) => {
-            match peek.map(|buf| look(new.fd(), buf, new.lowat)) {
+            match peek.filter(|_| new.http).map(|buf| look(new.fd(), buf, new.lowat)) {
                 Some(Look::Wait(bytes)) => {
                     let io = match &new.origin {
                         Origin::Idle(d) => d.io_timeout,
@@ -629,7 +636,8 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             None
         }
         Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
-            if let Some(Look::Wait(bytes)) = peek.map(|buf| look(conn.fd, buf, conn.lowat)) {
+            // Other protocols' bytes are the module's, whatever they look like.
+            if let Some(Look::Wait(bytes)) = peek.filter(|_| conn.http).map(|buf| look(conn.fd, buf, conn.lowat)) {
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
@@ -793,10 +801,11 @@ fn look(fd: RawFd, buf: &mut [u8], raised: usize) -> Look {
 }
 
 /// A just-accepted socket waits in the pollset for its request head, which
-/// the worker its first bytes wake looks at. With AsyncRequestHead Off it
-/// goes to a worker at once, as in stock.
+/// the worker its first bytes wake looks at. With AsyncRequestHead Off, or
+/// on a listener of another protocol than HTTP (whose server may speak
+/// first), it goes to a worker at once, as in stock.
 pub fn accepted(rt: &Runtime, new: NewSocket) {
-    if !rt.async_head {
+    if !rt.async_head || !new.http {
         return rt.push(Task::New(new));
     }
     let t = head_time(rt, 0, httpd::server_timeouts().1);

@@ -46,6 +46,9 @@ const PAUSED_RECHECK: Duration = Duration::from_millis(50);
 
 struct Accepting<'a> {
     listeners: &'a [Listener],
+    /// Per listener: whether its connections are HTTP's (`speaks_http`),
+    /// decided once from its protocol.
+    http: Vec<bool>,
     /// Registered in the pollset.
     on: bool,
     closed: bool,
@@ -130,6 +133,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
     }
     let mut acc = Accepting {
         listeners,
+        http: listeners.iter().map(|l| speaks_http(l.protocol().as_deref())).collect(),
         on: false,
         closed: false,
         backoff_until: None,
@@ -197,8 +201,8 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                 }
                 t if t <= Token::MAX => drain(rt, Token(t), ev.closed),
                 t => {
-                    if let Some(l) = t.checked_sub(LISTENER_BASE).and_then(|i| listeners.get(i as usize)) {
-                        accept_one(rt, &mut acc, *l);
+                    if let Some(i) = t.checked_sub(LISTENER_BASE).map(|i| i as usize).filter(|&i| i < listeners.len()) {
+                        accept_one(rt, &mut acc, i);
                     }
                 }
             }
@@ -285,7 +289,21 @@ fn begin_graceful(rt: &Runtime, acc: &mut Accepting) {
     }
 }
 
-fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
+/// Whether connections on a listener of `protocol` are HTTP's: their
+/// requests wait in the pollset for a complete head (AsyncRequestHead) and,
+/// idle between them, may give their conn_rec back (dehydration). "https"
+/// is: its TLS bytes go to a worker as they come (see head::scan), but
+/// until then the connection waits without one, as HTTP's does. Any other
+/// protocol is a module's (FTP, SMTP...), whose server may speak first and
+/// whose state lives in the conn_rec: its connections go to a worker at
+/// once, and come back to it whole, as in stock. A record without a
+/// protocol gets httpd's default, "http".
+pub fn speaks_http(protocol: Option<&str>) -> bool {
+    protocol.is_none_or(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+}
+
+fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) {
+    let (l, http) = (acc.listeners[i], acc.http[i]);
     if !acc.on || rt.stopping() {
         return;
     }
@@ -328,7 +346,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, l: Listener) {
                 acc.shortage_logged = false;
             }
             rt.connection_opened();
-            connection::accepted(rt, NewSocket::accepted(sock, pool));
+            connection::accepted(rt, NewSocket::accepted(sock, pool, http));
             if rt.conns_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
                 rt.stop(Mode::Graceful);
@@ -463,4 +481,19 @@ fn shed_idle(rt: &Runtime) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::speaks_http;
+
+    #[test]
+    fn only_http_listeners_wait_for_heads() {
+        for p in [None, Some("http"), Some("https"), Some("HTTP")] {
+            assert!(speaks_http(p), "{p:?}");
+        }
+        for p in [Some("banner"), Some("ftp"), Some("smtp"), Some(""), Some("http2")] {
+            assert!(!speaks_http(p), "{p:?}");
+        }
+    }
 }

@@ -132,6 +132,17 @@ impl Listener {
         os_fd(unsafe { (*self.as_ptr()).sd })
     }
 
+    /// The protocol of the Listen directive that made it (httpd lowercases
+    /// it, and fills in "https" for port 443, else "http", when none is
+    /// given); `None` for a record made without one.
+    pub fn protocol(self) -> Option<String> {
+        // SAFETY: live listen record; protocol is null or a C string in the
+        // same (process or pconf) pool.
+        let p = unsafe { (*self.as_ptr()).protocol };
+        // SAFETY: checked non-null just before; NUL-terminated by apr_pstrdup.
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
     /// A listener must never block the thread that accepts: with several
     /// children on one socket, readiness does not mean a connection is left.
     pub fn set_nonblocking(self) {
