@@ -101,6 +101,8 @@ pub struct Runtime {
     /// AsyncRequestHead, and how many bytes of a head to look at at most.
     pub async_head: bool,
     pub head_cap: usize,
+    /// How long request heads may take, by server.
+    pub heads: crate::head::HeadLimits,
 }
 
 // SAFETY: PoolRef (pconf) is used only to create subpools, which APR allows
@@ -679,6 +681,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         shutdowns_queued: AtomicUsize::new(0),
         async_head: cfg.async_request_head,
         head_cap: httpd::request_head_cap(),
+        heads: connection::head_limits(),
     });
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&rt));
 

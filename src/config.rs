@@ -26,9 +26,6 @@ pub struct MpmConfig {
     /// HTTP/1.x request head is complete (on HTTP listeners only, see
     /// listener::speaks_http).
     pub async_request_head: bool,
-    /// mod_reqtimeout's header limit, read from the configuration: the
-    /// deadline of a head waiting in the pollset (None: Timeout).
-    pub head_limit: Option<crate::head::HeadLimit>,
 }
 
 impl Default for MpmConfig {
@@ -46,7 +43,6 @@ impl Default for MpmConfig {
             worker_factor: 2 * WORKER_FACTOR_SCALE,
             active_daemons_limit: server_limit,
             async_request_head: true,
-            head_limit: None,
         }
     }
 }
@@ -262,7 +258,6 @@ pub static CURRENT: Mutex<MpmConfig> = Mutex::new(MpmConfig {
     worker_factor: 2 * WORKER_FACTOR_SCALE,
     active_daemons_limit: 16,
     async_request_head: true,
-    head_limit: None,
 });
 
 /// A copy of the configuration in force.

@@ -87,6 +87,8 @@ pub struct NewSocket {
     pub lowat: usize,
     /// Accepted on an HTTP listener (listener::speaks_http).
     pub http: bool,
+    /// How long its request head may take.
+    head: head::HeadLimit,
     /// In lingering close (see `end_idle`).
     lingering: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
@@ -108,15 +110,19 @@ pub struct Dehydrated {
     keepalives: i32,
     ka_timeout: i64,
     io_timeout: i64,
+    head: head::HeadLimit,
 }
 
 impl NewSocket {
+    /// A socket just accepted; its head limit is that of its server (see
+    /// `accepted`).
     pub fn accepted(sock: ClientSocket, pool: Pool, http: bool) -> Self {
-        NewSocket::new(Origin::Accepted(sock, pool), false, http)
+        let head = head::HeadLimit::fixed(usecs(httpd::server_timeouts().1));
+        NewSocket::new(Origin::Accepted(sock, pool), false, http, head)
     }
 
-    fn new(origin: Origin, registered: bool, http: bool) -> Self {
-        NewSocket { origin, registered, head_expired: false, lowat: 0, http, lingering: false, draining: false }
+    fn new(origin: Origin, registered: bool, http: bool, head: head::HeadLimit) -> Self {
+        NewSocket { origin, registered, head_expired: false, lowat: 0, http, head, lingering: false, draining: false }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -207,6 +213,8 @@ pub struct Conn {
     /// Accepted on an HTTP listener: only then do its requests wait for
     /// their head in the pollset, and may it be dehydrated between them.
     http: bool,
+    /// How long a request head may take: its base server's limit.
+    head: head::HeadLimit,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -223,7 +231,7 @@ fn usecs(t: i64) -> Duration {
 
 impl Conn {
     fn open(rt: &Runtime, w: &Worker, new: NewSocket) -> Option<Box<Conn>> {
-        let NewSocket { origin, registered, head_expired, http, .. } = new;
+        let NewSocket { origin, registered, head_expired, http, head, .. } = new;
         let (sock, pool, idle) = match origin {
             Origin::Accepted(sock, pool) => (sock, pool, None),
             Origin::Idle(mut d) => {
@@ -275,6 +283,7 @@ impl Conn {
             suspended: false,
             lowat: 0,
             http,
+            head,
             linger_since: None,
             pool,
         });
@@ -372,11 +381,13 @@ impl Conn {
             keepalives: self.c.keepalives(),
             ka_timeout: self.ka_timeout.load(Ordering::Relaxed),
             io_timeout: self.io_timeout.load(Ordering::Relaxed),
+            head: self.head,
         };
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true))
+        let head = d.head;
+        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true, head))
     }
 
     /// The parked connection goes back to a worker.
@@ -612,13 +623,10 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
         Waiting::New(mut new) => {
             match peek.filter(|_| new.http).map(|buf| look(new.fd(), buf, new.lowat)) {
                 Some(Look::Wait(bytes)) => {
-                    let io = match &new.origin {
-                        Origin::Idle(d) => d.io_timeout,
-                        Origin::Accepted(..) => httpd::server_timeouts().1,
-                    };
                     let since = if wait == Wait::Head { since } else { Instant::now() };
                     new.lowat = wait_for_more(new.fd(), bytes, new.lowat);
-                    rt.park(Waiting::New(new), Wait::Head, head_time(rt, bytes, io), since, Interest::Read);
+                    let t = new.head.after(bytes);
+                    rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
                 _ => {
@@ -641,7 +649,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
-                let t = head_time(rt, bytes, conn.io_timeout.load(Ordering::Relaxed));
+                let t = conn.head.after(bytes);
                 conn.lowat = wait_for_more(conn.fd, bytes, conn.lowat);
                 rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
                 return None;
@@ -755,24 +763,16 @@ pub fn expired(rt: &Runtime, mut item: Waiting, wait: Wait) {
     }
 }
 
-/// How long a head may take once `bytes` of it arrived: mod_reqtimeout's
-/// header limit when it is configured, else Timeout (`io_timeout`, µs).
-fn head_time(rt: &Runtime, bytes: usize, io_timeout: i64) -> Duration {
-    rt.cfg.head_limit.map_or_else(|| usecs(io_timeout), |l| l.after(bytes))
-}
-
-/// The head limit for the pollset, from the configuration: mod_reqtimeout's
-/// header stage when the module is loaded (its documented default unless
-/// RequestReadTimeout sets it), else none (Timeout applies).
-pub fn request_head_limit() -> Option<head::HeadLimit> {
-    if !httpd::module_loaded(c"mod_reqtimeout.c") {
-        return None;
-    }
-    let set = httpd::main_server_directive("RequestReadTimeout")
-        .iter()
-        .filter_map(|args| head::HeadLimit::from_reqtimeout(args))
-        .next_back();
-    set.unwrap_or(Some(head::HeadLimit::reqtimeout_default()))
+/// The head limit of each server, from the configuration: the header
+/// stage of mod_reqtimeout's settings for it when that module is loaded,
+/// else its `Timeout`.
+pub fn head_limits() -> head::HeadLimits {
+    let reqtimeout = httpd::module_loaded(c"mod_reqtimeout.c");
+    let servers = httpd::directive_by_server("RequestReadTimeout");
+    let main = servers.first().map(|(_, args)| args.clone()).unwrap_or_default();
+    head::HeadLimits::new(servers.iter().map(|(s, own)| {
+        (s.key(), head::HeadLimit::for_server(reqtimeout, own, &main, usecs(s.timeouts().1)))
+    }))
 }
 
 enum Look {
@@ -804,11 +804,14 @@ fn look(fd: RawFd, buf: &mut [u8], raised: usize) -> Look {
 /// the worker its first bytes wake looks at. With AsyncRequestHead Off, or
 /// on a listener of another protocol than HTTP (whose server may speak
 /// first), it goes to a worker at once, as in stock.
-pub fn accepted(rt: &Runtime, new: NewSocket) {
+pub fn accepted(rt: &Runtime, mut new: NewSocket) {
     if !rt.async_head || !new.http {
         return rt.push(Task::New(new));
     }
-    let t = head_time(rt, 0, httpd::server_timeouts().1);
+    if let Origin::Accepted(sock, _) = &new.origin {
+        new.head = rt.heads.of(VirtualHost::of_connection(*sock).key());
+    }
+    let t = new.head.after(0);
     rt.park(Waiting::New(new), Wait::Head, t, Instant::now(), Interest::Read);
 }
 

@@ -101,10 +101,8 @@ unsafe extern "C" fn check_config(_p: *mut sys::apr_pool_t, _plog: *mut sys::apr
         let startup = retained::mpm().module_loads == 1;
         let r = retained::get();
         let mut warnings = Vec::new();
-        let head_limit = connection::request_head_limit();
         config::update(|c| {
             warnings = c.check(&mut r.first);
-            c.head_limit = head_limit;
         });
         for w in warnings {
             if startup {

@@ -130,6 +130,24 @@ impl HeadLimit {
         Some(Some(HeadLimit { initial: s(initial), max: s(max.max(initial)), min_rate }))
     }
 
+    /// The limit of a server's connections: its own RequestReadTimeout's
+    /// header stage, else the main server's (mod_reqtimeout merges a virtual
+    /// host's settings over the main server's so), else mod_reqtimeout's
+    /// default; `Timeout` (`timeout`) where mod_reqtimeout is not loaded or
+    /// `header=0` turns its header limit off. `own` and `main` are the
+    /// directive's argument lists in the server's section and the main one.
+    pub fn for_server(reqtimeout: bool, own: &[String], main: &[String], timeout: std::time::Duration) -> Self {
+        if !reqtimeout {
+            return HeadLimit::fixed(timeout);
+        }
+        let last = |args: &[String]| args.iter().filter_map(|a| HeadLimit::from_reqtimeout(a)).next_back();
+        match last(own).or_else(|| last(main)) {
+            Some(Some(l)) => l,
+            Some(None) => HeadLimit::fixed(timeout),
+            None => HeadLimit::reqtimeout_default(),
+        }
+    }
+
     /// The limit once `bytes` of the head have arrived, in whole seconds so
     /// that the timeout queues stay few.
     pub fn after(&self, bytes: usize) -> std::time::Duration {
@@ -138,6 +156,31 @@ impl HeadLimit {
         }
         let extra = std::time::Duration::from_secs(bytes as u64 / u64::from(self.min_rate));
         (self.initial + extra).min(self.max)
+    }
+}
+
+/// The head limit of each server of the configuration, by server.
+#[derive(Debug, Default)]
+pub struct HeadLimits {
+    by_server: std::collections::HashMap<usize, HeadLimit>,
+    main: Option<HeadLimit>,
+}
+
+impl HeadLimits {
+    /// Built from (server key, limit) pairs, the main server first.
+    pub fn new(servers: impl IntoIterator<Item = (usize, HeadLimit)>) -> Self {
+        let mut l = HeadLimits::default();
+        for (key, limit) in servers {
+            l.main.get_or_insert(limit);
+            l.by_server.insert(key, limit);
+        }
+        l
+    }
+
+    /// The limit of connections whose base server is `key` (the main
+    /// server's for one not in the configuration).
+    pub fn of(&self, key: usize) -> HeadLimit {
+        self.by_server.get(&key).copied().or(self.main).unwrap_or(HeadLimit::fixed(std::time::Duration::from_secs(60)))
     }
 }
 
@@ -158,5 +201,18 @@ mod limit_tests {
         assert_eq!(HeadLimit::from_reqtimeout("header=0 body=10"), Some(None));
         assert_eq!(HeadLimit::from_reqtimeout("body=10"), None);
         assert_eq!(HeadLimit::from_reqtimeout("header=x"), None);
+    }
+
+    #[test]
+    fn a_server_takes_its_own_header_stage_else_the_main_servers() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let t = Duration::from_secs(60);
+        let own = HeadLimit::for_server(true, &v(&["header=5"]), &v(&["header=20-40,MinRate=500"]), t);
+        assert_eq!(own, HeadLimit::fixed(Duration::from_secs(5)));
+        let main = HeadLimit::for_server(true, &v(&["body=5"]), &v(&["header=3"]), t);
+        assert_eq!(main, HeadLimit::fixed(Duration::from_secs(3)));
+        assert_eq!(HeadLimit::for_server(true, &[], &[], t), HeadLimit::reqtimeout_default());
+        assert_eq!(HeadLimit::for_server(true, &v(&["header=0"]), &v(&["header=3"]), t), HeadLimit::fixed(t));
+        assert_eq!(HeadLimit::for_server(false, &v(&["header=3"]), &[], t), HeadLimit::fixed(t));
     }
 }

@@ -74,3 +74,43 @@ fn a_late_head_under_mod_reqtimeout_gets_408_and_ah01382() {
     let errors = server.error_log();
     assert_eq!(errors.matches("AH01382").count(), 2, "mod_reqtimeout's line for each late head:\n{errors}");
 }
+
+/// A virtual host's own RequestReadTimeout bounds the heads of the
+/// connections to its address, as mod_reqtimeout applies it there (by the
+/// connection's server before any Host header is read); other addresses
+/// keep the main server's.
+#[test]
+fn a_virtual_hosts_request_read_timeout_bounds_its_heads() {
+    let port = free_port("127.0.0.1").expect("a second port");
+    let server = server()
+        .without_cgi()
+        .directives(ONE_CHILD)
+        .load_module("reqtimeout_module", "mod_reqtimeout.so")
+        .directives(&format!(
+            "Timeout 30\nRequestReadTimeout header=6\nListen 127.0.0.1:{port}\n\
+             <VirtualHost 127.0.0.1:{port}>\n    RequestReadTimeout header=2\n</VirtualHost>\n"
+        ))
+        .start();
+    let vhost = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stall = |addr| {
+        let mut conn = Conn::connect(addr).unwrap();
+        conn.send(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let sent = Instant::now();
+        conn.set_read_timeout(Duration::from_secs(10));
+        let status = conn.read_response().map(|r| r.status);
+        (status.ok(), sent.elapsed())
+    };
+    std::thread::scope(|s| {
+        let main = s.spawn(|| stall(server.addr()));
+        let (status, after) = stall(vhost);
+        assert!(
+            status == Some(408) && after >= Duration::from_millis(1500) && after <= Duration::from_millis(3500),
+            "the virtual host's head (header=2): {status:?} after {after:?}"
+        );
+        let (status, after) = main.join().unwrap();
+        assert!(
+            status == Some(408) && after >= Duration::from_millis(5500) && after <= Duration::from_millis(7500),
+            "the main server's head (header=6): {status:?} after {after:?}"
+        );
+    });
+}

@@ -771,6 +771,30 @@ impl VirtualHost {
         // SAFETY: live server_rec (from_raw).
         unsafe { ((*self.0.as_ptr()).keep_alive_timeout, (*self.0.as_ptr()).timeout) }
     }
+
+    /// Identifies the server (its address) for lookups.
+    pub fn key(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// The server a connection on `sock` belongs to until its request names
+    /// a host: httpd's own lookup by the local address (the default
+    /// virtual host of that address and port, else the main server), as
+    /// it makes the connection's `base_server`.
+    pub fn of_connection(sock: ClientSocket) -> VirtualHost {
+        // SAFETY: ap_update_vhost_given_ip reads only local_addr of the
+        // conn_rec and writes its vhost fields; a zeroed conn_rec on the
+        // stack serves, with the socket's own address (in its pool).
+        unsafe {
+            let mut c = sys::conn_rec { base_server: server(), ..Default::default() };
+            let mut local = ptr::null_mut();
+            if sys::apr_socket_addr_get(&mut local, sys::apr_interface_e_APR_LOCAL, sock.as_ptr()) == 0 && !local.is_null() {
+                c.local_addr = local;
+                sys::ap_update_vhost_given_ip(&mut c);
+            }
+            VirtualHost(NonNull::new(c.base_server).expect("the main server"))
+        }
+    }
 }
 
 /// The main server's KeepAliveTimeout and Timeout (µs).
@@ -882,28 +906,49 @@ pub fn module_loaded(name: &CStr) -> bool {
     !unsafe { sys::ap_find_linked_module(name.as_ptr()) }.is_null()
 }
 
-/// The arguments of every occurrence of `directive` in the main server's
-/// configuration (outside virtual hosts and directory sections; inside
-/// conditional sections such as <IfModule>), in file order.
-pub fn main_server_directive(directive: &str) -> Vec<String> {
-    fn walk(mut d: *mut sys::ap_directive_t, name: &str, out: &mut Vec<String>) {
+/// Every server (the main one first, then each virtual host) with the
+/// arguments of `directive` in its own section of the configuration (in
+/// `<If...>` sections too, whatever their condition): a virtual host's
+/// section is the `<VirtualHost>` block it was defined by.
+pub fn directive_by_server(directive: &str) -> Vec<(VirtualHost, Vec<String>)> {
+    /// (file, line) of each `<VirtualHost>` block, with what it holds.
+    type Sections = Vec<((String, u32), Vec<String>)>;
+    fn walk(mut d: *mut sys::ap_directive_t, name: &str, out: &mut Vec<String>, vhosts: &mut Sections) {
         while !d.is_null() {
             // SAFETY: ap_conftree is the parsed configuration, alive while
             // the configuration is; its nodes are read only.
-            let (dname, args, child, next) = unsafe {
-                (super::cstr((*d).directive), super::cstr((*d).args), (*d).first_child, (*d).next)
+            let (dname, args, child, next, file, line) = unsafe {
+                ((super::cstr((*d).directive)), super::cstr((*d).args), (*d).first_child, (*d).next,
+                 super::cstr((*d).filename), (*d).line_num)
             };
             if dname.eq_ignore_ascii_case(name) {
                 out.push(args.to_owned());
+            } else if dname.eq_ignore_ascii_case("<VirtualHost") {
+                let mut own = Vec::new();
+                walk(child, name, &mut own, vhosts);
+                vhosts.push(((file.to_owned(), line as u32), own));
             } else if dname.len() > 3 && dname[..3].eq_ignore_ascii_case("<If") {
-                walk(child, name, out);
+                walk(child, name, out, vhosts);
             }
             d = next;
         }
     }
-    let mut out = Vec::new();
+    let (mut main, mut vhosts) = (Vec::new(), Vec::new());
     // SAFETY: copying the global tree pointer.
-    walk(unsafe { sys::ap_conftree }, directive, &mut out);
+    walk(unsafe { sys::ap_conftree }, directive, &mut main, &mut vhosts);
+    let mut out = Vec::new();
+    let mut s = server();
+    while let Some(vh) = NonNull::new(s).map(VirtualHost) {
+        // SAFETY: the server list lives as long as the configuration.
+        let (file, line, next) = unsafe { (super::cstr((*s).defn_name), (*s).defn_line_number, (*s).next) };
+        let own = if out.is_empty() {
+            std::mem::take(&mut main)
+        } else {
+            vhosts.iter().find(|(at, _)| at.0 == file && at.1 == line).map(|(_, own)| own.clone()).unwrap_or_default()
+        };
+        out.push((vh, own));
+        s = next;
+    }
     out
 }
 

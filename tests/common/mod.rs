@@ -177,7 +177,7 @@ fn raise_nofile_limit() {
 }
 
 /// A free TCP port on `ip`, or None if `ip` cannot be bound (e.g. no IPv6).
-fn free_port(ip: &str) -> Option<u16> {
+pub fn free_port(ip: &str) -> Option<u16> {
     let listener = TcpListener::bind((ip, 0)).ok()?;
     Some(listener.local_addr().ok()?.port())
 }
