@@ -535,6 +535,12 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                     Ok(_) => conn.set_state(KEEPALIVE),
                 }
             }
+            // A child stopping gracefully lets a protocol's session that
+            // falls idle (h2: its streams done) say goodbye and close, as
+            // stock does, rather than wait for a next request that this
+            // child will refuse. An HTTP/1.x connection waits on (see
+            // `end_idle_sessions`).
+            KEEPALIVE if rt.stopping() && !conn.c.speaks_http1() => conn.set_state(LINGER),
             KEEPALIVE => {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
                 conn.take_sense(Interest::Read);
@@ -685,6 +691,32 @@ fn wait_for_more(fd: RawFd, bytes: usize, raised: usize) -> usize {
     }
     socket::set_rcvlowat(fd, bytes + 1);
     bytes + 1
+}
+
+/// A graceful stop begins: each idle keep-alive connection whose protocol
+/// is not HTTP/1.x (an HTTP/2 session) is ended now, as stock ends them,
+/// so that its module says goodbye (h2: GOAWAY with the last stream it
+/// took) and its client goes to the new generation at once. HTTP/1.x ones
+/// wait on: the next request is answered with `Connection: close` (or the
+/// connection ends at its KeepAliveTimeout), so that no client races a
+/// request against our FIN.
+pub fn end_idle_sessions(rt: &Runtime) {
+    let idle = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = parked.take_all(Wait::KeepAlive);
+        idle.extend(parked.take_all(Wait::KeepAliveWhole));
+        rt.publish(&parked);
+        idle
+    };
+    for (item, since) in idle {
+        let Waiting::Conn(conn) = item else { continue };
+        if conn.c.speaks_http1() {
+            let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
+            rt.park(Waiting::Conn(conn), Wait::KeepAliveWhole, t, since, Interest::Read);
+        } else {
+            rt.shutdown(conn);
+        }
+    }
 }
 
 /// Dehydrates, on the listener, the plain keep-alive connections idle since

@@ -286,7 +286,7 @@ fn begin_graceful(rt: &Runtime, acc: &mut Accepting) {
     score::set_quiescing(rt.slot, 1);
     for t in 0..rt.cfg.threads_per_child as usize {
         score::update_worker(rt.slot, t, sys::SERVER_GRACEFUL);
-    }
+    }    connection::end_idle_sessions(rt);
 }
 
 /// Whether connections on a listener of `protocol` are HTTP's: their

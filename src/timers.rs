@@ -180,6 +180,17 @@ impl<T> Parked<T> {
         out
     }
 
+    /// Removes every entry of one kind, with when each was parked.
+    pub fn take_all(&mut self, wait: Wait) -> Vec<(T, Instant)> {
+        let tokens: Vec<Token> = self
+            .queues
+            .iter()
+            .filter(|q| q.wait == wait)
+            .flat_map(|q| q.order.iter().map(|&(_, i)| Token::new(i, self.slots[i as usize].generation)))
+            .collect();
+        tokens.into_iter().filter_map(|t| self.remove(t)).map(|(item, _, since)| (item, since)).collect()
+    }
+
     pub fn count(&self, wait: Wait) -> usize {
         self.queues.iter().filter(|q| q.wait == wait).map(|q| q.order.len()).sum()
     }
@@ -330,6 +341,12 @@ mod tests {
         assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 2 * S), vec![], "too young");
         assert_eq!(p.take_oldest(Wait::KeepAlive, 5, t0 + 3 * S), vec![("c-long", t0 + 2 * S)]);
         assert_eq!(p.count(Wait::Linger), 1);
+        p.insert("d", Wait::KeepAlive, 2 * S, t0);
+        p.insert("e", Wait::KeepAlive, 10 * S, t0 + S);
+        let mut all = p.take_all(Wait::KeepAlive);
+        all.sort();
+        assert_eq!(all, vec![("d", t0), ("e", t0 + S)]);
+        assert_eq!((p.count(Wait::KeepAlive), p.count(Wait::Linger)), (0, 1));
     }
 
     #[test]

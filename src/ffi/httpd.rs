@@ -568,6 +568,16 @@ impl Connection {
         true
     }
 
+    /// Whether the connection still speaks HTTP/1.x (no module switched
+    /// it to another protocol, such as h2 or h2c).
+    pub fn speaks_http1(self) -> bool {
+        // SAFETY: live conn_rec; ap_get_protocol returns a string of the
+        // connection's or a static one.
+        let p = unsafe { sys::ap_get_protocol(self.as_ptr()) };
+        // SAFETY: null or a NUL-terminated string, read at once.
+        p.is_null() || unsafe { CStr::from_ptr(p) }.to_bytes_with_nul() == sys::AP_PROTOCOL_HTTP1
+    }
+
     /// Requests served on this connection (for MaxKeepAliveRequests).
     pub fn keepalives(self) -> i32 {
         // SAFETY: reads a field of a live conn_rec.

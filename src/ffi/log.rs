@@ -43,11 +43,15 @@ pub fn startup(level: u32, msg: &str) {
     emit(level | sys::APLOG_STARTUP, 0, ptr::null(), msg, Location::caller());
 }
 
-/// Whether the main server logs at `level`, to skip formatting otherwise.
+/// Whether the main server logs this module's messages at `level` (its
+/// per-module `LogLevel mpm_event:…` if set, else the server's), decided
+/// as httpd's own `APLOG_MODULE_IS_LEVEL` does, to skip formatting
+/// otherwise.
 pub fn enabled(level: u32) -> bool {
-    // SAFETY: see `error`; log.level is a plain int in the server_rec.
+    // SAFETY: see `error`; ap_get_server_module_loglevel only reads the
+    // server_rec's log configuration.
     unsafe {
         let s = sys::ap_server_conf;
-        s.is_null() || (*s).log.level >= level as i32
+        s.is_null() || sys::ap_get_server_module_loglevel(s, module::index()) >= (level & sys::APLOG_LEVELMASK) as i32
     }
 }
