@@ -329,7 +329,9 @@ impl Runtime {
     /// A timed callback starts: connections it moves on wait for its
     /// `callback_returned`.
     pub fn callback_started(&self) -> u64 {
-        self.with_suspended(|s| s.callback_started())
+        // No look at the suspended set here: a move seen now would have
+        // to wait for this callback too, which cannot have made it.
+        self.suspended.lock().unwrap_or_else(|e| e.into_inner()).callback_started()
     }
 
     /// Resumes what the callback numbered `n` (and any other mover that
@@ -342,7 +344,7 @@ impl Runtime {
     /// module's own thread, another connection's request): the listener
     /// looks every SUSPENDED_RECHECK while any is suspended.
     pub fn resume_moved(&self) {
-        if self.suspended_count.load(Ordering::Acquire) > 0 {
+        if self.has_suspended() {
             self.with_suspended(|_| ());
         }
     }
@@ -353,22 +355,21 @@ impl Runtime {
 
     /// Runs `f` on the suspended set, then queues every connection that
     /// may go back to a worker now (see `crate::suspend`).
-    fn with_suspended<R>(&self, f: impl FnOnce(&mut Suspended<Box<Conn>>) -> R) -> R {
-        let (r, moved) = {
+    fn with_suspended(&self, f: impl FnOnce(&mut Suspended<Box<Conn>>)) {
+        let moved = {
             let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
             let before = s.len();
-            let r = f(&mut s);
+            f(&mut s);
             let moved = if s.is_empty() { Vec::new() } else { s.take_moved(|c| !c.still_suspended()) };
             if s.len() != before {
                 self.suspended_count.store(s.len() as u32, Ordering::Release);
                 score::set_suspended(self.slot, s.len() as u32);
             }
-            (r, moved)
+            moved
         };
         for conn in moved {
             self.push(Task::Resume(conn));
         }
-        r
     }
 
     /// `ap_mpm_register_timed_callback`: runs `cb` on a worker after `delay`.
