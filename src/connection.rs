@@ -416,8 +416,7 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task, peek: &mut [u8]) {
             // A suspended connection this callback moves on (mod_dialup's
             // last pulse) goes back to a worker once it has returned.
             let n = rt.callback_started();
-            // SAFETY: the module registered this function with this argument.
-            unsafe { (cb.func)(cb.baton.0) };
+            httpd::run_timed_callback(cb.func, cb.baton);
             rt.callback_returned(n);
         }
         Task::Resume(mut conn) => {

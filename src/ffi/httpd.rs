@@ -840,3 +840,11 @@ pub fn main_server_directive(directive: &str) -> Vec<String> {
     walk(unsafe { sys::ap_conftree }, directive, &mut out);
     out
 }
+
+/// Runs a module's timed callback (registered through
+/// `ap_mpm_register_timed_callback`) once, on the calling worker.
+pub fn run_timed_callback(func: unsafe extern "C" fn(*mut c_void), baton: super::SendPtr<c_void>) {
+    // SAFETY: the module registered this function with this argument, for
+    // the MPM to call once from any of its threads.
+    unsafe { func(baton.0) }
+}
