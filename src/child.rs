@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, MpmConfig};
@@ -20,6 +20,7 @@ use crate::poller::{BELL, ConnPoll, Event, Events, HALT, Interest, Poller};
 use crate::queue::{Baton, Popped, Sleeper, WorkQueue};
 use crate::retained;
 use crate::stats;
+use crate::suspend::Suspended;
 use crate::timers::{Parked, Schedule, Token, Wait};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,9 +73,12 @@ pub struct Runtime {
     pub baton: Baton,
     pub queue: WorkQueue<Task>,
     pub parked: Mutex<Parked<Waiting>>,
-    /// Connections a module suspended (CONN_STATE_SUSPENDED).
-    #[allow(clippy::vec_box, reason = "a Conn lives boxed: httpd holds pointers into it")]
-    suspended: Mutex<Vec<Box<Conn>>>,
+    /// Connections a module suspended (CONN_STATE_SUSPENDED), and the
+    /// timed callbacks running, which may be moving them on.
+    suspended: Mutex<Suspended<Box<Conn>>>,
+    /// How many connections are suspended (the listener looks without
+    /// taking the lock).
+    suspended_count: AtomicU32,
     /// Timed callbacks registered by modules.
     pub schedule: Mutex<Schedule<Callback>>,
     pub connections: AtomicU32,
@@ -83,6 +87,10 @@ pub struct Runtime {
     /// limit; a worker going idle or a connection closing wakes it to check.
     pub accept_paused: AtomicBool,
     mode: AtomicU8,
+    /// Rung when the mode changes or the listener has ended, for the main
+    /// thread, which runs the child_stopping hooks (see `watch_stop`).
+    stop_bell: (Mutex<()>, Condvar),
+    listener_done: AtomicBool,
     /// When the listener will next wake by itself, as ns since `epoch`
     /// (u64::MAX before it first sleeps). A worker parking a connection with
     /// an earlier deadline wakes it.
@@ -142,6 +150,18 @@ impl Runtime {
             }
         }
         self.poller.wake();
+        self.ring_stop_bell();
+    }
+
+    fn ring_stop_bell(&self) {
+        let _g = self.stop_bell.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.stop_bell.1.notify_all();
+    }
+
+    /// The listener has returned: no stop can be asked for any more.
+    fn listener_finished(&self) {
+        self.listener_done.store(true, Ordering::SeqCst);
+        self.ring_stop_bell();
     }
 
     /// A transaction pool for a new connection: a recycled one if any.
@@ -301,19 +321,57 @@ impl Runtime {
         self.push(Task::Shutdown(conn));
     }
 
+    /// A module suspended `conn`. A timed callback may already have moved
+    /// it on while its worker was still getting here (suspend_connection
+    /// hooks), with no later event to notice: that is looked at now.
     pub fn suspend(&self, conn: Box<Conn>) {
-        let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
-        s.push(conn);
-        score::set_suspended(self.slot, s.len() as u32);
+        self.with_suspended(|s| s.push(conn));
     }
 
-    /// Suspended connections that a module has moved on since.
-    pub fn take_unsuspended(&self) -> Vec<Box<Conn>> {
-        let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
-        let (done, still): (Vec<_>, Vec<_>) = s.drain(..).partition(|c| !c.still_suspended());
-        *s = still;
-        score::set_suspended(self.slot, s.len() as u32);
-        done
+    /// A timed callback starts: connections it moves on wait for its
+    /// `callback_returned`.
+    pub fn callback_started(&self) -> u64 {
+        // No look at the suspended set here: a move seen now would have
+        // to wait for this callback too, which cannot have made it.
+        self.suspended.lock().unwrap_or_else(|e| e.into_inner()).callback_started()
+    }
+
+    /// Resumes what the callback numbered `n` (and any other mover that
+    /// is done) moved on.
+    pub fn callback_returned(&self, n: u64) {
+        self.with_suspended(|s| s.callback_returned(n));
+    }
+
+    /// Resumes suspended connections moved on outside timed callbacks (a
+    /// module's own thread, another connection's request): the listener
+    /// looks every SUSPENDED_RECHECK while any is suspended.
+    pub fn resume_moved(&self) {
+        if self.has_suspended() {
+            self.with_suspended(|_| ());
+        }
+    }
+
+    pub fn has_suspended(&self) -> bool {
+        self.suspended_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Runs `f` on the suspended set, then queues every connection that
+    /// may go back to a worker now (see `crate::suspend`).
+    fn with_suspended(&self, f: impl FnOnce(&mut Suspended<Box<Conn>>)) {
+        let moved = {
+            let mut s = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+            let before = s.len();
+            f(&mut s);
+            let moved = if s.is_empty() { Vec::new() } else { s.take_moved(|c| !c.still_suspended()) };
+            if s.len() != before {
+                self.suspended_count.store(s.len() as u32, Ordering::Release);
+                score::set_suspended(self.slot, s.len() as u32);
+            }
+            moved
+        };
+        for conn in moved {
+            self.push(Task::Resume(conn));
+        }
     }
 
     /// `ap_mpm_register_timed_callback`: runs `cb` on a worker after `delay`.
@@ -399,7 +457,10 @@ unsafe extern "C" fn worker_main(thd: *mut sys::apr_thread_t, arg: *mut c_void) 
 unsafe extern "C" fn listener_main(_thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
     // SAFETY: as in worker_main.
     let arg = unsafe { Box::from_raw(arg.cast::<ThreadArg>()) };
-    guard::guard_child_thread(|| listener::run(&arg.rt, &arg.listeners, arg.pod));
+    guard::guard_child_thread(|| {
+        listener::run(&arg.rt, &arg.listeners, arg.pod);
+        arg.rt.listener_finished();
+    });
     std::ptr::null_mut()
 }
 
@@ -599,9 +660,14 @@ unsafe extern "C" fn one_process_signal(sig: i32) -> i32 {
     i32::from(sig == libc::SIGTERM || sig == libc::SIGINT)
 }
 
-fn exit_child(pchild: Pool, code: i32, graceful: Option<bool>) -> ! {
+/// Ends the child process. `stopping_told`: the child_stopping hooks
+/// already ran (`watch_stop`); else they run now, as for a child that
+/// never got to run (stock's clean_child_exit).
+fn exit_child(pchild: Pool, code: i32, stopping_told: bool) -> ! {
     retained::mpm().mpm_state = sys::AP_MPMQ_STOPPING as i32;
-    httpd::run_child_stopping(&pchild, graceful.unwrap_or(false));
+    if !stopping_told {
+        httpd::run_child_stopping(&pchild, false);
+    }
     drop(pchild);
     if parent::one_process() {
         parent::note_child_stopped(0, 0, 0);
@@ -623,7 +689,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
     let pchild = pconf.child(c"pchild");
     if !one && httpd::thread_main_create(&pchild).is_err() {
         log::error(sys::APLOG_EMERG, 0, "AH10377: Couldn't initialize child main thread");
-        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, false);
     }
     let my: Bucket = generation.buckets[bucket].clone();
     for (i, b) in generation.buckets.iter().enumerate() {
@@ -636,11 +702,11 @@ pub fn main(slot: usize, bucket: usize) -> ! {
     }
     httpd::reopen_scoreboard(&pchild);
     if !httpd::drop_privileges(&pchild) {
-        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, false);
     }
     if httpd::setup_signal_thread() != 0 {
         log::error(sys::APLOG_EMERG, 0, "AH00479: Couldn't initialize signal thread");
-        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, None);
+        exit_child(pchild, sys::APEXIT_CHILDFATAL as i32, false);
     }
     httpd::run_child_init(&pchild);
 
@@ -650,7 +716,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         Ok(p) => p,
         Err(e) => {
             log::error(sys::APLOG_CRIT, e.raw_os_error().unwrap_or(0), "AH00495: Couldn't create the pollset");
-            exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
+            exit_child(pchild, sys::APEXIT_CHILDSICK as i32, false);
         }
     };
     stats::get(slot).reset(std::process::id() as i32);
@@ -665,12 +731,15 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         baton: Baton::default(),
         queue: WorkQueue::default(),
         parked: Mutex::new(Parked::default()),
-        suspended: Mutex::new(Vec::new()),
+        suspended: Mutex::new(Suspended::default()),
+        suspended_count: AtomicU32::new(0),
         schedule: Mutex::new(Schedule::default()),
         connections: AtomicU32::new(0),
         lingering: AtomicU32::new(0),
         accept_paused: AtomicBool::new(false),
         mode: AtomicU8::new(Mode::Running as u8),
+        stop_bell: (Mutex::new(()), Condvar::new()),
+        listener_done: AtomicBool::new(false),
         next_wakeup: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         pools: Mutex::new(Vec::new()),
@@ -690,7 +759,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         let arg = ThreadArg { rt: Arc::clone(&rt), index, listeners: Vec::new(), pod: None };
         match spawn_thread(&pchild, worker_main, arg) {
             Some(t) => threads.push(t),
-            None => exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None),
+            None => exit_child(pchild, sys::APEXIT_CHILDSICK as i32, false),
         }
     }
     SIGNALLED.store(0, Ordering::SeqCst);
@@ -698,7 +767,7 @@ pub fn main(slot: usize, bucket: usize) -> ! {
     let arg = ThreadArg { rt: Arc::clone(&rt), index: 0, listeners: my.listeners.clone(), pod: my.pod };
     let Some(listener) = spawn_thread(&pchild, listener_main, arg) else {
         rt.stop(Mode::Ungraceful);
-        exit_child(pchild, sys::APEXIT_CHILDSICK as i32, None);
+        exit_child(pchild, sys::APEXIT_CHILDSICK as i32, false);
     };
     retained::mpm().mpm_state = sys::AP_MPMQ_RUNNING as i32;
 
@@ -713,11 +782,37 @@ pub fn main(slot: usize, bucket: usize) -> ! {
         httpd::unblock_signal(libc::SIGTERM);
         httpd::unblock_signal(libc::SIGUSR1);
     }
+    watch_stop(&rt, &pchild);
     listener.join();
     for t in threads {
         t.join();
     }
-    let mode = rt.mode();
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    exit_child(pchild, 0, Some(mode == Mode::Graceful));
+    exit_child(pchild, 0, true);
+}
+
+/// Runs the child_stopping hooks as soon as the child starts to stop, and
+/// again if a graceful stop turns ungraceful, as stock's signal_threads
+/// does: modules (mod_http2) wake or abort their sessions then, not after
+/// every connection has drained. On the main thread, as in stock for a
+/// stop from the parent: whichever thread asked for the stop (the listener,
+/// mostly) carries on with it meanwhile. Returns once the listener has
+/// ended, when no stop can come any more.
+fn watch_stop(rt: &Runtime, pchild: &Pool) {
+    let mut told = Mode::Running;
+    let mut g = rt.stop_bell.0.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let mode = rt.mode();
+        if mode > told {
+            drop(g);
+            httpd::run_child_stopping(pchild, mode == Mode::Graceful);
+            told = mode;
+            g = rt.stop_bell.0.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        if rt.listener_done.load(Ordering::SeqCst) {
+            return;
+        }
+        g = rt.stop_bell.1.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
 }

@@ -443,13 +443,11 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task, peek: &mut [u8]) {
             }
         }
         Task::Callback(cb) => {
-            // SAFETY: the module registered this function with this argument.
-            unsafe { (cb.func)(cb.baton.0) };
-            // The callback may have finished a suspended connection.
-            for mut conn in rt.take_unsuspended() {
-                conn.resume(w);
-                advance(rt, conn);
-            }
+            // A suspended connection this callback moves on (mod_dialup's
+            // last pulse) goes back to a worker once it has returned.
+            let n = rt.callback_started();
+            httpd::run_timed_callback(cb.func, cb.baton);
+            rt.callback_returned(n);
         }
         Task::Resume(mut conn) => {
             conn.resume(w);

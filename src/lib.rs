@@ -4,7 +4,7 @@
 //! function httpd calls; `ffi` every call the other way. Between them, plain
 //! Rust: `parent` (process management), `child` (a child's threads),
 //! `listener` (accept and pollset loop), `balance` (spreading connections over the children), `connection` (the connection state
-//! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `cpu` (are the CPUs busy), `timers` (timeout
+//! machine), `poller` (epoll), `head` (is a request head complete), `queue` (worker dispatch), `cpu` (are the CPUs busy), `suspend` (when a suspended connection goes back to a worker), `timers` (timeout
 //! queues), `config` (directives), `retained` (state across restarts), `stats` and `status` (the
 //! MPM's section of mod_status).
 
@@ -24,4 +24,5 @@ pub mod queue;
 pub mod retained;
 pub mod stats;
 pub mod status;
+pub mod suspend;
 pub mod timers;

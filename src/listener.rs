@@ -38,6 +38,10 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// While no worker is idle, the listener looks this often for ready
 /// connections to collect into the task queue.
 const HARVEST_INTERVAL: Duration = Duration::from_millis(20);
+/// While connections are suspended, how often the listener looks whether
+/// a module moved one on outside a timed callback (httpd 2.4 has no call
+/// for a module to say so; see `crate::suspend`).
+const SUSPENDED_RECHECK: Duration = Duration::from_millis(20);
 /// Least time between two returns of freed memory to the system.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// While accepting is paused for the connection limit, the limit is looked
@@ -215,6 +219,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         let now = Instant::now();
         expire(rt, now);
         run_due_callbacks(rt, now);
+        rt.resume_moved();
         if connection::dehydrate_idle(rt, now - DEHYDRATE_AFTER) > 0 {
             trim_after.get_or_insert(last_trim + TRIM_INTERVAL);
         }
@@ -248,7 +253,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
 }
 
 /// The earliest of: a parked connection's deadline or time to dehydrate, a
-/// timed callback, the end of an accept back-off or yield, a look at a vacant poller
+/// timed callback, a look at suspended connections, the end of an accept back-off or yield, a look at a vacant poller
 /// role, the next collection of ready connections while no worker is idle,
 /// MAX_SLEEP from now. Under
 /// the same locks, publishes this child's figures for mod_status (they are
@@ -269,8 +274,9 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
     let recheck = rt.accept_paused.load(Ordering::SeqCst).then(|| Instant::now() + PAUSED_RECHECK);
     let harvest = (rt.queue.idle() == 0).then(|| Instant::now() + HARVEST_INTERVAL);
     let vacancy = rt.baton.vacancy_check(POLLER_GRACE);
+    let suspended = rt.has_suspended().then(|| Instant::now() + SUSPENDED_RECHECK);
     let cap = Instant::now() + MAX_SLEEP;
-    [expiry, dehydrate, timer, acc.backoff_until, acc.yield_until, recheck, harvest, vacancy]
+    [expiry, dehydrate, timer, acc.backoff_until, acc.yield_until, recheck, harvest, vacancy, suspended]
         .into_iter()
         .flatten()
         .fold(cap, Instant::min)

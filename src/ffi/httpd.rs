@@ -1028,3 +1028,11 @@ unsafe fn ends_a_line(bb: *mut sys::apr_bucket_brigade) -> bool {
         sys::apr_brigade_flatten(bb, buf.as_mut_ptr().cast(), &mut got) == 0 && got > 0 && buf[got as usize - 1] == b'\n'
     }
 }
+
+/// Runs a module's timed callback (registered through
+/// `ap_mpm_register_timed_callback`) once, on the calling worker.
+pub fn run_timed_callback(func: unsafe extern "C" fn(*mut c_void), baton: super::SendPtr<c_void>) {
+    // SAFETY: the module registered this function with this argument, for
+    // the MPM to call once from any of its threads.
+    unsafe { func(baton.0) }
+}
