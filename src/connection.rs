@@ -390,6 +390,12 @@ impl Conn {
         Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true, head))
     }
 
+    /// The client has sent something not read yet.
+    fn input_waiting(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(socket::peek(self.fd, &mut byte), Ok(1))
+    }
+
     /// The parked connection goes back to a worker.
     fn resume(&mut self, w: &Worker) {
         self.sbh.update(w.slot, w.index);
@@ -457,8 +463,7 @@ pub fn serve(rt: &Runtime, w: &Worker, task: Task, peek: &mut [u8]) {
             conn.resume(w);
             // An idle keep-alive connection (shed, or at its timeout) whose
             // next request came while this task waited is served, not cut.
-            let mut byte = [0u8; 1];
-            if conn.state() == KEEPALIVE && matches!(socket::peek(conn.fd, &mut byte), Ok(1)) {
+            if conn.state() == KEEPALIVE && conn.c.speaks_http1() && conn.input_waiting() {
                 conn.set_state(PROCESSING);
                 return advance(rt, conn);
             }
@@ -533,11 +538,15 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                     Ok(_) => conn.set_state(KEEPALIVE),
                 }
             }
-            // A child stopping gracefully lets a protocol's session that
-            // falls idle (h2: its streams done) say goodbye and close, as
-            // stock does, rather than wait for a next request that this
-            // child will refuse. An HTTP/1.x connection waits on (see
-            // `end_idle_sessions`).
+            // A child stopping gracefully ends a protocol's session that
+            // falls idle (h2: its streams done), as stock does (its write
+            // completion lingers instead of keeping alive once the listener
+            // may exit), so that the module says goodbye (see
+            // `end_idle_sessions`). Serving what its client sent meanwhile
+            // was tried: mod_http2, whose workers child_stopping has begun
+            // to stop, then fails the new streams (GOAWAY with nghttp2's
+            // -902, not an HTTP/2 error code), which is worse for the
+            // client than streams refused by a clean GOAWAY.
             KEEPALIVE if rt.stopping() && !conn.c.speaks_http1() => conn.set_state(LINGER),
             KEEPALIVE => {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);

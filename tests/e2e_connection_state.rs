@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use common::h2::H2;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::thread;
@@ -49,88 +50,6 @@ fn proxy_protocol_connections_keep_their_client_address_across_idle_pauses() {
         lines.len() >= 4
     });
     assert_eq!(lines, vec!["192.0.2.7 200"; 4], "the access log's client addresses");
-}
-
-/// A minimal HTTP/2 client over cleartext (prior knowledge): enough to send
-/// GETs on one connection and read their answers.
-struct H2 {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    next_stream: u32,
-}
-
-const FRAME_DATA: u8 = 0;
-const FRAME_HEADERS: u8 = 1;
-const FRAME_SETTINGS: u8 = 4;
-const FRAME_GOAWAY: u8 = 7;
-const END_STREAM: u8 = 1;
-
-impl H2 {
-    fn connect(server: &Server) -> H2 {
-        let stream = TcpStream::connect(server.addr()).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut h2 = H2 { stream, buf: Vec::new(), next_stream: 1 };
-        h2.stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-        h2.frame(FRAME_SETTINGS, 0, 0, &[]);
-        h2
-    }
-
-    fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend([kind, flags]);
-        f.extend(stream.to_be_bytes());
-        f.extend(payload);
-        self.stream.write_all(&f).unwrap();
-    }
-
-    /// GET `path`: the response's status and body, or what went wrong.
-    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
-        let id = self.next_stream;
-        self.next_stream += 2;
-        // HPACK: :method GET, :scheme http (static 2, 6), then :path and
-        // :authority as literals without indexing (name indexes 4 and 1).
-        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
-        block.extend(path.as_bytes());
-        block.extend([0x01, 9]);
-        block.extend(b"127.0.0.1");
-        self.frame(FRAME_HEADERS, END_STREAM | 4, id, &block);
-        let (mut status, mut body) = (0, Vec::new());
-        loop {
-            let (kind, flags, stream, payload) = self.read_frame()?;
-            match kind {
-                FRAME_SETTINGS if flags & 1 == 0 => self.frame(FRAME_SETTINGS, 1, 0, &[]),
-                FRAME_GOAWAY => return Err(format!("GOAWAY {:02x?}", payload)),
-                FRAME_HEADERS if stream == id => {
-                    // mod_http2 sends :status 200 as static index 8.
-                    status = if payload.first() == Some(&0x88) { 200 } else { 1 };
-                }
-                FRAME_DATA if stream == id => body.extend(&payload),
-                _ => {}
-            }
-            if stream == id && flags & END_STREAM != 0 && (kind == FRAME_DATA || kind == FRAME_HEADERS) {
-                return Ok((status, body));
-            }
-        }
-    }
-
-    fn read_frame(&mut self) -> Result<(u8, u8, u32, Vec<u8>), String> {
-        loop {
-            if self.buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-                if self.buf.len() >= 9 + len {
-                    let f: Vec<u8> = self.buf.drain(..9 + len).collect();
-                    let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
-                    return Ok((f[3], f[4], stream, f[9..].to_vec()));
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err("connection closed".into()),
-                Ok(n) => self.buf.extend(&chunk[..n]),
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        }
-    }
 }
 
 /// An h2c session idles between its streams like any keep-alive

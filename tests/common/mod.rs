@@ -9,6 +9,8 @@
 // Every tests/e2e_*.rs binary compiles this module but uses only part of it.
 #![allow(dead_code)]
 
+pub mod h2;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -107,7 +109,7 @@ pub fn assert_body(actual: &[u8], expected: &[u8], what: &str) {
 }
 
 /// The MPM shared object under test.
-fn mpm_module() -> PathBuf {
+pub fn mpm_module() -> PathBuf {
     let path = match std::env::var_os("MPM_MODULE") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("build/mod_mpm_event_rs.so"),
@@ -242,6 +244,9 @@ pub struct ServerBuilder {
     extra_modules: Vec<(String, String)>,
     mib50_file: bool,
 }
+
+/// Debian's own event MPM, for tests that compare with it in the same run.
+pub const STOCK_EVENT: &str = "/usr/lib/apache2/modules/mod_mpm_event.so";
 
 pub fn server() -> ServerBuilder {
     ServerBuilder {
@@ -407,6 +412,12 @@ impl ServerBuilder {
         let conf_path = dir.join("httpd.conf");
         write_file(&conf_path, conf.as_bytes(), 0o644);
         (conf_path, port, port6)
+    }
+
+    /// Runs this MPM module instead of the one under test.
+    pub fn mpm(mut self, module: &str) -> Self {
+        self.mpm = PathBuf::from(module);
+        self
     }
 
     /// Runs `apache2 -t` on the configuration instead of starting a server.
