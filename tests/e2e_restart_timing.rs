@@ -1,0 +1,219 @@
+//! How long clients wait across graceful restarts. After SIGUSR1 the old
+//! children stop accepting at once; until the new generation's children
+//! run, new connections (and keep-alive clients reconnecting after their
+//! old child's `Connection: close`) sit in the listen backlog. So the new
+//! generation must be started at once, not after the parent's next
+//! one-second maintenance tick.
+//!
+//! The server leaves mod_cgid out (`without_cgi`), so that
+//! `Server::children()` are exactly the worker processes.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const RESTARTS: usize = 10;
+const KEEP_ALIVE_CLIENTS: usize = 12;
+const NEW_CONNECTION_CLIENTS: usize = 4;
+/// The longest any request may take, from the start of its connect (new
+/// connections) or of its write (reused ones) to the last byte of the
+/// response. A small file over loopback takes milliseconds; the bound
+/// leaves room for a machine shared with builds, yet is well below the
+/// second that a new generation started on the parent's maintenance tick
+/// leaves new connections unaccepted.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+/// The test's StartServers: the children the new generation starts with.
+const START_SERVERS: usize = 3;
+/// How soon after SIGUSR1 all START_SERVERS children of the new
+/// generation must exist. Stock event starts them one maintenance tick
+/// (1 s) after the restart; this bound is that tick plus room for a
+/// loaded machine, so it only catches a generation started later than
+/// stock's (the clients' waits catch one as late as stock's).
+const CHILDREN_UP_WITHIN: Duration = Duration::from_millis(1500);
+/// Time between restarts: long enough for the new generation to settle.
+const RESTART_EVERY: Duration = Duration::from_secs(2);
+
+/// What the client threads saw.
+#[derive(Default)]
+struct Record {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// The first few failures, for the assertion message.
+    failures: Mutex<Vec<String>>,
+    /// Requests that took longer than MAX_WAIT: when they started (since
+    /// the test began) and how long they took.
+    slow: Mutex<Vec<(Duration, Duration, &'static str)>>,
+    /// The longest request, in microseconds.
+    longest_us: AtomicU64,
+}
+
+impl Record {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.failures.lock().unwrap();
+        if f.len() < 10 {
+            f.push(what);
+        }
+    }
+
+    fn took(&self, t0: Instant, started: Instant, took: Duration, kind: &'static str) {
+        self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+        if took > MAX_WAIT {
+            self.slow.lock().unwrap().push((started - t0, took, kind));
+        }
+    }
+}
+
+fn good(resp: &Response) -> bool {
+    resp.status == 200 && resp.body == SMALL_BODY
+}
+
+/// GETs on one keep-alive connection until `stop`, reconnecting when a
+/// response announced `Connection: close` (an old child stopping). Every
+/// error is a failure, a close before the response on a reused
+/// connection included.
+fn keep_alive_client(server: &Server, t0: Instant, stop: &AtomicBool, rec: &Record) {
+    let mut conn: Option<Conn> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let (fresh, mut c) = match conn.take() {
+            Some(c) => (false, c),
+            None => match Conn::connect(server.addr()) {
+                Ok(c) => (true, c),
+                Err(e) => {
+                    rec.fail(format!("keep-alive client: connect: {e}"));
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        match c.get(SMALL_PATH) {
+            Ok(resp) if good(&resp) => {
+                rec.ok.fetch_add(1, Ordering::Relaxed);
+                rec.took(t0, started, started.elapsed(), if fresh { "keep-alive, new connection" } else { "keep-alive, reused connection" });
+                if !resp.closes_connection() {
+                    conn = Some(c);
+                }
+            }
+            Ok(resp) => rec.fail(format!("keep-alive client: status {}, {} body bytes", resp.status, resp.body.len())),
+            Err(e) => rec.fail(format!(
+                "keep-alive client, {} connection, at {:?}: {e}",
+                if fresh { "new" } else { "reused" },
+                started - t0
+            )),
+        }
+    }
+}
+
+/// One GET per connection until `stop`.
+fn new_connection_client(server: &Server, t0: Instant, stop: &AtomicBool, rec: &Record) {
+    let request = format!("GET {SMALL_PATH} HTTP/1.1\r\nHost: e2e.test\r\nConnection: close\r\n\r\n");
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let result = Conn::connect(server.addr()).and_then(|mut c| {
+            c.send(request.as_bytes())?;
+            c.read_response()
+        });
+        match result {
+            Ok(resp) if good(&resp) => {
+                rec.ok.fetch_add(1, Ordering::Relaxed);
+                rec.took(t0, started, started.elapsed(), "connection per request");
+            }
+            Ok(resp) => rec.fail(format!("new connection: status {}, {} body bytes", resp.status, resp.body.len())),
+            Err(e) => rec.fail(format!("new connection at {:?}: {e}", started - t0)),
+        }
+    }
+}
+
+#[test]
+fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
+    let server = server()
+        .without_cgi()
+        .directives(&format!("StartServers {START_SERVERS}"))
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(5), || server.children().len() >= START_SERVERS),
+        "children at start: {:?}",
+        server.children()
+    );
+    let first_gen = server.config_generation().expect("generation at start");
+    let stop = AtomicBool::new(false);
+    let rec = Record::default();
+    let t0 = Instant::now();
+    // (restart started at, since t0; how long until its children were up)
+    let mut restarts: Vec<(Duration, Option<Duration>)> = Vec::new();
+
+    thread::scope(|s| {
+        for _ in 0..KEEP_ALIVE_CLIENTS {
+            s.spawn(|| keep_alive_client(&server, t0, &stop, &rec));
+        }
+        for _ in 0..NEW_CONNECTION_CLIENTS {
+            s.spawn(|| new_connection_client(&server, t0, &stop, &rec));
+        }
+        thread::sleep(RESTART_EVERY);
+        for _ in 0..RESTARTS {
+            let before: HashSet<Process> = server.children().into_iter().collect();
+            let signalled = Instant::now();
+            server.signal(libc::SIGUSR1);
+            // Any child forked after SIGUSR1 belongs to the new generation:
+            // the parent stops its maintenance for the restart.
+            let mut up = None;
+            wait_until(Duration::from_secs(4), || {
+                let new = server.children().into_iter().filter(|c| !before.contains(c)).count();
+                if new >= START_SERVERS {
+                    up = Some(signalled.elapsed());
+                }
+                up.is_some()
+            });
+            restarts.push((signalled - t0, up));
+            if let Some(rest) = RESTART_EVERY.checked_sub(signalled.elapsed()) {
+                thread::sleep(rest);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    let ok = rec.ok.load(Ordering::Relaxed);
+    let failed = rec.failed.load(Ordering::Relaxed);
+    let longest = Duration::from_micros(rec.longest_us.load(Ordering::Relaxed));
+    let slow = rec.slow.lock().unwrap().clone();
+    for (n, (at, up)) in restarts.iter().enumerate() {
+        eprintln!("restart {n} at {at:?}: new generation's {START_SERVERS} children up after {up:?}");
+    }
+    eprintln!("{ok} requests served, {failed} failed, longest {longest:?}, {} over {MAX_WAIT:?}", slow.len());
+
+    let gen_now = server.config_generation().expect("generation at the end");
+    assert!(
+        gen_now >= first_gen + RESTARTS as u64,
+        "generation went from {first_gen} to {gen_now} over {RESTARTS} restarts"
+    );
+    assert!(ok > 2000, "only {ok} requests served");
+    assert_eq!(
+        failed,
+        0,
+        "{ok} served, {failed} failed; first: {:#?}",
+        rec.failures.lock().unwrap()
+    );
+    let late: Vec<_> = restarts
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, up))| up.is_none_or(|u| u > CHILDREN_UP_WITHIN))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "new generation's {START_SERVERS} children not up within {CHILDREN_UP_WITHIN:?} of SIGUSR1 \
+         (restart, at, up after): {late:?}"
+    );
+    assert!(
+        slow.is_empty(),
+        "{} requests took longer than {MAX_WAIT:?} (started at, took, kind); restarts at {:?}: {:#?}",
+        slow.len(),
+        restarts.iter().map(|r| r.0).collect::<Vec<_>>(),
+        &slow[..slow.len().min(20)]
+    );
+}
