@@ -20,13 +20,21 @@ use std::time::{Duration, Instant};
 const RESTARTS: usize = 10;
 const KEEP_ALIVE_CLIENTS: usize = 12;
 const NEW_CONNECTION_CLIENTS: usize = 4;
-/// The longest any request may take, from the start of its connect (new
+/// How long a request may take, from the start of its connect (new
 /// connections) or of its write (reused ones) to the last byte of the
 /// response. A small file over loopback takes milliseconds; the bound
 /// leaves room for a machine shared with builds, yet is well below the
 /// second that a new generation started on the parent's maintenance tick
-/// leaves new connections unaccepted.
+/// leaves new connections unaccepted (1.01-1.4 s measured, after nearly
+/// every restart).
 const MAX_WAIT: Duration = Duration::from_millis(500);
+/// Of the RESTARTS, how many may be followed by a request over MAX_WAIT:
+/// on the 2 shared cores this runs on (load averages of 20 and more), a
+/// stall of all clients for about a second was seen once in a dozen runs,
+/// unrelated to the restart it followed by over a second.
+const SLOW_RESTARTS_ALLOWED: usize = 1;
+/// No request may ever take longer than this.
+const HARD_MAX_WAIT: Duration = Duration::from_secs(2);
 /// The test's StartServers: the children the new generation starts with.
 const START_SERVERS: usize = 3;
 /// How soon after SIGUSR1 all START_SERVERS children of the new
@@ -73,13 +81,16 @@ fn good(resp: &Response) -> bool {
     resp.status == 200 && resp.body == SMALL_BODY
 }
 
-/// GETs on one keep-alive connection until `stop`, reconnecting when a
-/// response announced `Connection: close` (an old child stopping). Every
-/// error is a failure, a close before the response on a reused
-/// connection included.
-fn keep_alive_client(server: &Server, t0: Instant, stop: &AtomicBool, rec: &Record) {
+/// GETs on one keep-alive connection until `stop`, `pause` apart,
+/// reconnecting when a response announced `Connection: close` (an old child
+/// stopping). Every error is a failure, a close before the response on a
+/// reused connection included. Clients that pause, as real ones do, keep
+/// an old child alive a while after the restart: a new generation that is
+/// only started once old children have exited then comes late.
+fn keep_alive_client(server: &Server, t0: Instant, pause: Duration, stop: &AtomicBool, rec: &Record) {
     let mut conn: Option<Conn> = None;
     while !stop.load(Ordering::Relaxed) {
+        thread::sleep(pause);
         let started = Instant::now();
         let (fresh, mut c) = match conn.take() {
             Some(c) => (false, c),
@@ -149,8 +160,10 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     let mut restarts: Vec<(Duration, Option<Duration>)> = Vec::new();
 
     thread::scope(|s| {
-        for _ in 0..KEEP_ALIVE_CLIENTS {
-            s.spawn(|| keep_alive_client(&server, t0, &stop, &rec));
+        for i in 0..KEEP_ALIVE_CLIENTS {
+            let pause = Duration::from_millis(50 * (i as u64 % 4));
+            let (server, stop, rec) = (&server, &stop, &rec);
+            s.spawn(move || keep_alive_client(server, t0, pause, stop, rec));
         }
         for _ in 0..NEW_CONNECTION_CLIENTS {
             s.spawn(|| new_connection_client(&server, t0, &stop, &rec));
@@ -193,27 +206,37 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
         "generation went from {first_gen} to {gen_now} over {RESTARTS} restarts"
     );
     assert!(ok > 2000, "only {ok} requests served");
-    assert_eq!(
-        failed,
-        0,
-        "{ok} served, {failed} failed; first: {:#?}",
-        rec.failures.lock().unwrap()
-    );
+    // Every kind of problem is reported, not only the first one found.
+    let mut problems = Vec::new();
+    if failed > 0 {
+        problems.push(format!("{failed} of {} requests failed; first: {:#?}", ok + failed, rec.failures.lock().unwrap()));
+    }
     let late: Vec<_> = restarts
         .iter()
         .enumerate()
         .filter(|(_, (_, up))| up.is_none_or(|u| u > CHILDREN_UP_WITHIN))
         .collect();
-    assert!(
-        late.is_empty(),
-        "new generation's {START_SERVERS} children not up within {CHILDREN_UP_WITHIN:?} of SIGUSR1 \
-         (restart, at, up after): {late:?}"
-    );
-    assert!(
-        slow.is_empty(),
-        "{} requests took longer than {MAX_WAIT:?} (started at, took, kind); restarts at {:?}: {:#?}",
-        slow.len(),
-        restarts.iter().map(|r| r.0).collect::<Vec<_>>(),
-        &slow[..slow.len().min(20)]
-    );
+    if !late.is_empty() {
+        problems.push(format!(
+            "new generation's {START_SERVERS} children not up within {CHILDREN_UP_WITHIN:?} of SIGUSR1 \
+             (restart, (at, up after)): {late:?}"
+        ));
+    }
+    // Which restart each slow request followed (0: none yet).
+    let slow_after: HashSet<usize> = slow
+        .iter()
+        .map(|(started, _, _)| restarts.iter().filter(|(at, _)| at <= started).count())
+        .collect();
+    if slow_after.len() > SLOW_RESTARTS_ALLOWED || longest > HARD_MAX_WAIT {
+        problems.push(format!(
+            "{} requests took longer than {MAX_WAIT:?}, after {} of {RESTARTS} restarts (longest \
+             {longest:?}, at most {HARD_MAX_WAIT:?} allowed); restarts at {:?}; first (started at, \
+             took, kind): {:#?}",
+            slow.len(),
+            slow_after.len(),
+            restarts.iter().map(|r| r.0).collect::<Vec<_>>(),
+            &slow[..slow.len().min(10)]
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
