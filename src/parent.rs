@@ -9,7 +9,7 @@ use crate::config::{self, MpmConfig};
 use crate::ffi::httpd::{self, Pod};
 use crate::ffi::pool::PoolRef;
 use crate::ffi::socket::Listener;
-use crate::ffi::{SendPtr, log, score, sys};
+use crate::ffi::{SendPtr, log, reap, score, sys};
 use crate::retained::{self, MAX_SPAWN_RATE};
 use crate::stats;
 
@@ -194,16 +194,20 @@ const EXIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// ap_wait_or_timeout, but returning as soon as (within EXIT_POLL) a child
 /// exits instead of after a blind one-second sleep: used while children of
 /// the current generation wait for the slots of stopping ones. A second
-/// without an exit ends like ap_wait_or_timeout's (None: time for
-/// maintenance), except that httpd's monitor hook is not run for it.
+/// without an exit ends as ap_wait_or_timeout's does (None: time for
+/// maintenance).
 fn wait_for_exit(pconf: PoolRef) -> Option<(httpd::Exited, i32)> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        if crate::ffi::reap::child_exit_pending() {
+        if reap::child_exit_pending() {
             return httpd::wait_or_timeout(pconf);
         }
         let mpm = retained::mpm();
-        if mpm.restart_pending != 0 || mpm.shutdown_pending != 0 || std::time::Instant::now() >= until {
+        if mpm.restart_pending != 0 || mpm.shutdown_pending != 0 {
+            return None;
+        }
+        if std::time::Instant::now() >= until {
+            reap::quiet_second(pconf);
             return None;
         }
         std::thread::sleep(EXIT_POLL);

@@ -13,3 +13,19 @@ pub fn child_exit_pending() -> bool {
     // SAFETY: waitid filled in info (si_pid stays 0 when none exited).
     rc == 0 && unsafe { info.si_pid() } != 0
 }
+
+/// What ap_wait_or_timeout does besides waiting, for a second the parent
+/// spent waiting by other means: it updates the global scoreboard status,
+/// and every tenth time runs httpd's monitor hook (mod_systemd's status,
+/// mod_session_dbd's cleanup), as that function does.
+pub fn quiet_second(pconf: crate::ffi::pool::PoolRef) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SECONDS: AtomicU32 = AtomicU32::new(0);
+    if SECONDS.fetch_add(1, Ordering::Relaxed) + 1 >= 10 {
+        SECONDS.store(0, Ordering::Relaxed);
+        // SAFETY: the parent's live pconf and server_rec, on its main thread.
+        unsafe { crate::ffi::sys::ap_run_monitor(pconf.as_ptr(), crate::ffi::httpd::server()) };
+    }
+    // SAFETY: no arguments; httpd's scoreboard is attached in the parent.
+    unsafe { crate::ffi::sys::ap_update_global_status() };
+}
