@@ -25,24 +25,33 @@ const NEW_CONNECTION_CLIENTS: usize = 4;
 /// response. A small file over loopback takes milliseconds; the bound
 /// leaves room for a machine shared with builds, yet is well below the
 /// second that a new generation started on the parent's maintenance tick
-/// leaves new connections unaccepted (1.01-1.4 s measured, after nearly
-/// every restart).
+/// leaves new connections unaccepted (1.0-1.4 s measured).
 const MAX_WAIT: Duration = Duration::from_millis(500);
-/// Of the RESTARTS, how many may be followed by a request over MAX_WAIT:
-/// on the 2 shared cores this runs on (load averages of 20 and more), a
-/// stall of all clients for about a second was seen once in a dozen runs,
-/// unrelated to the restart it followed by over a second.
-const SLOW_RESTARTS_ALLOWED: usize = 1;
 /// No request may ever take longer than this.
 const HARD_MAX_WAIT: Duration = Duration::from_secs(2);
+/// Requests longer than this are listed in the test's output (with
+/// `--nocapture`), to tell a restart's wait from a stall of the machine.
+const NOTABLE: Duration = Duration::from_millis(100);
 /// The test's StartServers: the children the new generation starts with.
 const START_SERVERS: usize = 3;
 /// How soon after SIGUSR1 all START_SERVERS children of the new
-/// generation must exist. Stock event starts them one maintenance tick
-/// (1 s) after the restart; this bound is that tick plus room for a
-/// loaded machine, so it only catches a generation started later than
-/// stock's (the clients' waits catch one as late as stock's).
-const CHILDREN_UP_WITHIN: Duration = Duration::from_millis(1500);
+/// generation should exist: at once, i.e. once httpd has re-read its
+/// configuration and forked them (20-100 ms measured), well before the
+/// parent's next maintenance tick, 1 s later, when stock starts whatever it
+/// has not started one for one for an old child it reaped. (When no old
+/// child exits before that tick, no child accepts meanwhile; when one does,
+/// its replacement accepts, but the generation is short of children.)
+const CHILDREN_UP_WITHIN: Duration = Duration::from_millis(500);
+/// Every restart's children must be up within this: stock's tick, plus
+/// room for a loaded machine.
+const CHILDREN_UP_HARD: Duration = Duration::from_millis(1500);
+/// Of the RESTARTS, how many may be late: followed by a request over
+/// MAX_WAIT, or by the new generation's children taking longer than
+/// CHILDREN_UP_WITHIN. On the 2 shared cores this runs on (load averages of
+/// 10 to 30), stalls of all clients for 0.2-0.7 s were seen every few runs,
+/// at most once per run past MAX_WAIT, at any time between restarts; a new
+/// generation started on the tick is late after every restart.
+const LATE_RESTARTS_ALLOWED: usize = 1;
 /// Time between restarts: long enough for the new generation to settle.
 const RESTART_EVERY: Duration = Duration::from_secs(2);
 
@@ -53,8 +62,8 @@ struct Record {
     failed: AtomicU64,
     /// The first few failures, for the assertion message.
     failures: Mutex<Vec<String>>,
-    /// Requests that took longer than MAX_WAIT: when they started (since
-    /// the test began) and how long they took.
+    /// Requests that took longer than NOTABLE: when they started (since
+    /// the test began), how long they took, and what kind they were.
     slow: Mutex<Vec<(Duration, Duration, &'static str)>>,
     /// The longest request, in microseconds.
     longest_us: AtomicU64,
@@ -71,7 +80,7 @@ impl Record {
 
     fn took(&self, t0: Instant, started: Instant, took: Duration, kind: &'static str) {
         self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
-        if took > MAX_WAIT {
+        if took > NOTABLE {
             self.slow.lock().unwrap().push((started - t0, took, kind));
         }
     }
@@ -194,7 +203,11 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     let ok = rec.ok.load(Ordering::Relaxed);
     let failed = rec.failed.load(Ordering::Relaxed);
     let longest = Duration::from_micros(rec.longest_us.load(Ordering::Relaxed));
-    let slow = rec.slow.lock().unwrap().clone();
+    let notable = rec.slow.lock().unwrap().clone();
+    for (started, took, kind) in &notable {
+        eprintln!("{kind} started at {started:?} took {took:?}");
+    }
+    let slow: Vec<_> = notable.into_iter().filter(|(_, took, _)| *took > MAX_WAIT).collect();
     for (n, (at, up)) in restarts.iter().enumerate() {
         eprintln!("restart {n} at {at:?}: new generation's {START_SERVERS} children up after {up:?}");
     }
@@ -211,32 +224,35 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     if failed > 0 {
         problems.push(format!("{failed} of {} requests failed; first: {:#?}", ok + failed, rec.failures.lock().unwrap()));
     }
-    let late: Vec<_> = restarts
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, up))| up.is_none_or(|u| u > CHILDREN_UP_WITHIN))
-        .collect();
-    if !late.is_empty() {
-        problems.push(format!(
-            "new generation's {START_SERVERS} children not up within {CHILDREN_UP_WITHIN:?} of SIGUSR1 \
-             (restart, (at, up after)): {late:?}"
-        ));
-    }
-    // Which restart each slow request followed (0: none yet).
-    let slow_after: HashSet<usize> = slow
+    // Late restarts, by number from 1 (0: a slow request before the first).
+    let mut late: Vec<usize> = slow
         .iter()
         .map(|(started, _, _)| restarts.iter().filter(|(at, _)| at <= started).count())
+        .chain((1..=RESTARTS).filter(|&n| restarts[n - 1].1.is_none_or(|u| u > CHILDREN_UP_WITHIN)))
         .collect();
-    if slow_after.len() > SLOW_RESTARTS_ALLOWED || longest > HARD_MAX_WAIT {
+    late.sort();
+    late.dedup();
+    let slow_list = format!(
+        "{} requests over {MAX_WAIT:?}; restarts at {:?}; first (started at, took, kind): {:#?}",
+        slow.len(),
+        restarts.iter().map(|r| r.0).collect::<Vec<_>>(),
+        &slow[..slow.len().min(10)]
+    );
+    if late.len() > LATE_RESTARTS_ALLOWED {
         problems.push(format!(
-            "{} requests took longer than {MAX_WAIT:?}, after {} of {RESTARTS} restarts (longest \
-             {longest:?}, at most {HARD_MAX_WAIT:?} allowed); restarts at {:?}; first (started at, \
-             took, kind): {:#?}",
-            slow.len(),
-            slow_after.len(),
-            restarts.iter().map(|r| r.0).collect::<Vec<_>>(),
-            &slow[..slow.len().min(10)]
+            "{} of {RESTARTS} restarts were late (children not all up within {CHILDREN_UP_WITHIN:?}, \
+             or a request over {MAX_WAIT:?} after it): restarts {late:?} (from 1); children up after \
+             {:?}\n{slow_list}",
+            late.len(),
+            restarts.iter().map(|r| r.1).collect::<Vec<_>>()
         ));
+    }
+    let very_late: Vec<_> = restarts.iter().filter(|(_, up)| up.is_none_or(|u| u > CHILDREN_UP_HARD)).collect();
+    if !very_late.is_empty() {
+        problems.push(format!("children not up within {CHILDREN_UP_HARD:?} after restarts (at, up after): {very_late:?}"));
+    }
+    if longest > HARD_MAX_WAIT {
+        problems.push(format!("a request took {longest:?}, over {HARD_MAX_WAIT:?}\n{slow_list}"));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
