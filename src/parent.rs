@@ -517,6 +517,19 @@ fn signal_all_children(graceful: bool, cfg: &MpmConfig) {
     }
 }
 
+/// SIGUSR1 (a graceful stop) to every child still running: besides the
+/// pipe of death, whose messages are counted for MaxRequestWorkers /
+/// ThreadsPerChild running children and which any child of the bucket may
+/// read, so that none of the old generation is left running.
+fn signal_running_children(cfg: &MpmConfig) {
+    for slot in 0..cfg.server_limit as usize {
+        let pid = score::pid(slot);
+        if pid != 0 && score::quiescing(slot) == 0 {
+            httpd::signal_process(pid, libc::SIGUSR1);
+        }
+    }
+}
+
 unsafe extern "C" fn reclaim_cb(slot: i32, pid: libc::pid_t, generation: i32) {
     crate::ffi::guard::guard((), || note_child_stopped(slot, pid, generation));
 }
@@ -585,6 +598,7 @@ pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
         log::error(sys::APLOG_NOTICE, 0, "AH00493: SIGUSR1 received.  Doing graceful restart");
         retained::get().last_graceful_ns = retained::monotonic_ns();
         signal_all_children(true, &cfg);
+        signal_running_children(&cfg);
     } else {
         log::error(sys::APLOG_NOTICE, 0, "AH00494: SIGHUP received.  Attempting to restart");
         signal_all_children(false, &cfg);

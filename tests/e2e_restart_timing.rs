@@ -256,3 +256,57 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The parent writes one message per running child (MaxRequestWorkers /
+/// ThreadsPerChild of them) into the pipe of death, which every child of
+/// the generation reads. Children that were already stopping (here at
+/// MaxConnectionsPerChild, each holding an idle keep-alive connection) must
+/// not take those messages: else a running child of the old generation is
+/// left accepting with the old configuration, and counts against the new
+/// generation's children (and its threads against MaxRequestWorkers).
+#[test]
+fn graceful_restart_stops_every_running_child_while_stopping_ones_linger() {
+    const LINGERING: usize = 6;
+    let server = server()
+        .without_cgi()
+        .keep_alive_timeout(30)
+        .directives(
+            "StartServers 2\nThreadsPerChild 10\nMaxRequestWorkers 20\nMinSpareThreads 20\n\
+             MaxSpareThreads 40\nMaxConnectionsPerChild 1",
+        )
+        .start();
+    // Each child that takes one of these idle keep-alive connections stops
+    // accepting and lingers with it; the parent forks replacements.
+    let mut held = Vec::new();
+    let mut lingering: HashSet<Process> = HashSet::new();
+    while lingering.len() < LINGERING && held.len() < 3 * LINGERING {
+        let conn = server.idle_connection();
+        if let Some(o) = server.connection_owner(conn.local_addr()) {
+            lingering.insert(o);
+        }
+        held.push(conn);
+    }
+    let mut running = Vec::new();
+    let ready = wait_until(Duration::from_secs(5), || {
+        running = server.children().into_iter().filter(|c| !lingering.contains(c)).collect();
+        running.len() >= 2
+    });
+    assert!(
+        ready && lingering.len() >= LINGERING,
+        "wanted {LINGERING} children lingering with a connection and 2 running: {} lingering, \
+         running {running:?}",
+        lingering.len()
+    );
+
+    server.signal(libc::SIGUSR1);
+    // A running child holds no connection: stopping, it exits at once.
+    let left = wait_all_exited(&running, Duration::from_secs(3));
+    assert!(
+        left.is_empty(),
+        "children of the old generation {left:?} (of running {running:?}, with {} lingering) still \
+         running 3 s after the graceful restart",
+        lingering.len()
+    );
+    assert_eq!(server.get(SMALL_PATH).status, 200);
+    drop(held);
+}
