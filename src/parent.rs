@@ -613,6 +613,7 @@ fn graceful_stop(pconf: PoolRef, cfg: &MpmConfig) {
     let mpm = retained::mpm();
     httpd::close_listeners(None);
     signal_all_children(true, cfg);
+    signal_running_children(cfg);
     httpd::relieve_children(reclaim_cb);
     httpd::remove_pid(pconf);
     log::error(sys::APLOG_NOTICE, 0, "AH00492: caught SIGWINCH, shutting down gracefully");
