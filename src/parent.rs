@@ -490,10 +490,10 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
             if remaining > 0 && !stopping_children_hold_slots(cfg) {
                 remaining = 0;
             }
-            // Children just forked are counted as idle by the maintenance
-            // only from the next round on (stock's reasoning): skip it now,
-            // unless nothing was forked, so that a child that never exits
-            // cannot hold the maintenance off.
+            // As in stock, no maintenance in a round that forked children
+            // (they have not started their threads yet); but a round that
+            // forked none goes on to it, so that an old child that never
+            // exits cannot hold the maintenance off.
             if started > 0 {
                 continue;
             }
