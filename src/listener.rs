@@ -160,7 +160,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             Mode::Graceful => {
                 if !graceful_begun {
                     graceful_begun = true;
-                    begin_graceful(rt, &mut acc);
+                    begin_graceful(rt, &mut acc, pod);
                 }
                 if rt.connections.load(Ordering::Acquire) == 0 {
                     break;
@@ -287,8 +287,20 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
 /// closed at its own KeepAliveTimeout, or its next request is answered with
 /// "Connection: close" (httpd sees the MPM stopping), so that no client
 /// races a request against our FIN.
-fn begin_graceful(rt: &Runtime, acc: &mut Accepting) {
+///
+/// The pipe of death is no longer read: the parent writes one message per
+/// running child (MaxRequestWorkers / ThreadsPerChild of them), and one
+/// taken by a child already stopping (retired, or at
+/// MaxConnectionsPerChild) left a running child of the old generation
+/// accepting with the old configuration, and counted against the new
+/// generation's children. A stopping child still stops at once on SIGTERM,
+/// which the parent sends on a restart or stop.
+fn begin_graceful(rt: &Runtime, acc: &mut Accepting, pod: Option<Pod>) {
     acc.close(rt);
+    if let Some(p) = pod {
+        // Already gone when the pod is what stopped us.
+        let _ = rt.poller.remove(p.read_fd());
+    }
     score::set_quiescing(rt.slot, 1);
     for t in 0..rt.cfg.threads_per_child as usize {
         score::update_worker(rt.slot, t, sys::SERVER_GRACEFUL);

@@ -9,7 +9,7 @@ use crate::config::{self, MpmConfig};
 use crate::ffi::httpd::{self, Pod};
 use crate::ffi::pool::PoolRef;
 use crate::ffi::socket::Listener;
-use crate::ffi::{SendPtr, log, score, sys};
+use crate::ffi::{SendPtr, log, reap, score, sys};
 use crate::retained::{self, MAX_SPAWN_RATE};
 use crate::stats;
 
@@ -161,10 +161,12 @@ fn make_child(slot: usize, bucket: usize) -> bool {
     true
 }
 
-fn startup_children(mut n: i32, cfg: &MpmConfig) {
+/// Forks up to `n` children into free scoreboard slots; returns how many.
+fn startup_children(n: i32, cfg: &MpmConfig) -> i32 {
     let buckets = retained::mpm().num_buckets.max(1) as usize;
+    let mut started = 0;
     for slot in 0..cfg.server_limit as usize {
-        if n <= 0 {
+        if started >= n {
             break;
         }
         if score::pid(slot) != 0 {
@@ -173,14 +175,59 @@ fn startup_children(mut n: i32, cfg: &MpmConfig) {
         if !make_child(slot, slot % buckets) {
             break;
         }
-        n -= 1;
+        started += 1;
+    }
+    started
+}
+
+/// Whether a child that is stopping (of an older generation, or retired)
+/// still holds a scoreboard slot: its exit will free one.
+fn stopping_children_hold_slots(cfg: &MpmConfig) -> bool {
+    let my_gen = gen_number();
+    (0..cfg.server_limit as usize)
+        .any(|s| score::pid(s) != 0 && (score::generation(s) != my_gen || score::quiescing(s) != 0))
+}
+
+/// How often the parent looks for an exited child while one is awaited.
+const EXIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// ap_wait_or_timeout, but returning as soon as (within EXIT_POLL) a child
+/// exits instead of after a blind one-second sleep: used while children of
+/// the current generation wait for the slots of stopping ones. A second
+/// without an exit ends as ap_wait_or_timeout's does (None: time for
+/// maintenance).
+fn wait_for_exit(pconf: PoolRef) -> Option<(httpd::Exited, i32)> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if reap::child_exit_pending() {
+            return httpd::wait_or_timeout(pconf);
+        }
+        let mpm = retained::mpm();
+        if mpm.restart_pending != 0 || mpm.shutdown_pending != 0 {
+            return None;
+        }
+        if std::time::Instant::now() >= until {
+            reap::quiet_second(pconf);
+            return None;
+        }
+        std::thread::sleep(EXIT_POLL);
     }
 }
 
 /// Counts idle threads of the current generation in one bucket's children
 /// and forks or retires children to keep them within the spare bounds
 /// (stock's perform_idle_server_maintenance).
-fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, had_healthy_child: &mut bool) -> bool {
+///
+/// `starved` is set when children were wanted but every free slot is held
+/// by a stopping child: the caller then reaps promptly and forks into the
+/// first slot freed.
+fn idle_maintenance(
+    bucket: usize,
+    cfg: &MpmConfig,
+    max_daemon_used: &mut i32,
+    had_healthy_child: &mut bool,
+    starved: &mut bool,
+) -> bool {
     let r = retained::get();
     let num_buckets = retained::mpm().num_buckets.max(1) as usize;
     let my_gen = gen_number();
@@ -219,7 +266,14 @@ fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, h
                 child_active += 1;
             }
         }
-        active_threads += child_active;
+        // Threads of stopping children (an old generation finishing its
+        // requests, a retired child) do not count against MaxRequestWorkers
+        // (stock counts them): they accept nothing, and counting them kept
+        // the new generation from growing, with AH00484, while the old one
+        // still served its last requests.
+        if score::quiescing(slot) == 0 && score::generation(slot) == my_gen {
+            active_threads += child_active;
+        }
         if child_active == cfg.threads_per_child {
             *had_healthy_child = true;
         }
@@ -272,6 +326,7 @@ fn idle_maintenance(bucket: usize, cfg: &MpmConfig, max_daemon_used: &mut i32, h
                 log::error(sys::APLOG_DEBUG, 0, &format!(
                     "scoreboard full: waiting for {} stopping children to free their slots",
                     r.total_daemons - r.active_daemons));
+                *starved = true;
             } else {
                 log::error(sys::APLOG_ERR, 0, "AH03490: scoreboard is full, not at MaxRequestWorkers.Increase ServerLimit.");
             }
@@ -364,12 +419,15 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
     let num_buckets = retained::mpm().num_buckets.max(1) as usize;
     let mut successive_kills = 0;
     let mut had_healthy_child = false;
+    // The last maintenance wanted children and found no free slot.
+    let mut starved = false;
     loop {
         let mpm = retained::mpm();
         if mpm.restart_pending != 0 || mpm.shutdown_pending != 0 {
             return;
         }
-        if let Some((exited, raw)) = httpd::wait_or_timeout(pconf) {
+        let waited = if remaining > 0 || starved { wait_for_exit(pconf) } else { httpd::wait_or_timeout(pconf) };
+        if let Some((exited, raw)) = waited {
             let slot = exited.slot();
             if exited.status == sys::APEXIT_CHILDFATAL as i32 {
                 // A fatal child of the current generation stops the server;
@@ -385,6 +443,8 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
             } else if exited.status == sys::APEXIT_CHILDSICK as i32 {
                 retained::get().sick_child_detected = 1;
             }
+            // The maintenance that found no slot runs again at once.
+            let mut maintain_now = false;
             if let Some(slot) = slot {
                 note_child_stopped(slot as i32, 0, 0);
                 if exited.status == sys::APEXIT_CHILDSICK as i32 {
@@ -392,6 +452,8 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
                 } else if remaining > 0 {
                     make_child(slot, slot % num_buckets);
                     remaining -= 1;
+                } else if starved {
+                    maintain_now = true;
                 }
             } else if exited.other_child(raw) {
                 // a piped logger or the cgid daemon: APR handled it
@@ -402,29 +464,44 @@ fn main_loop(mut remaining: i32, cfg: &MpmConfig, pconf: PoolRef) {
             // A child killed by a signal is replaced at once, but not more
             // than three in a row, to avoid a fork storm of crashing children.
             if slot.is_none() || !exited.signaled {
-                continue;
-            }
-            successive_kills += 1;
-            if successive_kills >= 3 {
-                if successive_kills % 10 == 3 {
-                    log::error(sys::APLOG_WARNING, 0, "AH10392: children are killed successively!");
+                if !maintain_now {
+                    continue;
                 }
-                continue;
+            } else {
+                successive_kills += 1;
+                if successive_kills >= 3 {
+                    if successive_kills % 10 == 3 {
+                        log::error(sys::APLOG_WARNING, 0, "AH10392: children are killed successively!");
+                    }
+                    continue;
+                }
+                remaining += 1;
             }
-            remaining += 1;
         } else {
             successive_kills = 0;
         }
 
         bound_old_generations(cfg);
         if remaining > 0 {
-            startup_children(remaining, cfg);
-            remaining = 0;
-            continue;
+            let started = startup_children(remaining, cfg);
+            remaining -= started;
+            // The rest wait for slots that stopping children free (one for
+            // one as they exit), unless no such child is left.
+            if remaining > 0 && !stopping_children_hold_slots(cfg) {
+                remaining = 0;
+            }
+            // As in stock, no maintenance in a round that forked children
+            // (they have not started their threads yet); but a round that
+            // forked none goes on to it, so that an old child that never
+            // exits cannot hold the maintenance off.
+            if started > 0 {
+                continue;
+            }
         }
         let mut max_used = 0;
+        starved = false;
         for b in 0..num_buckets {
-            if !idle_maintenance(b, cfg, &mut max_used, &mut had_healthy_child) {
+            if !idle_maintenance(b, cfg, &mut max_used, &mut had_healthy_child, &mut starved) {
                 return;
             }
         }
@@ -436,6 +513,19 @@ fn signal_all_children(graceful: bool, cfg: &MpmConfig) {
     for b in generation().buckets {
         if let Some(pod) = b.pod {
             pod.signal_all(cfg.active_daemons_limit, graceful);
+        }
+    }
+}
+
+/// SIGUSR1 (a graceful stop) to every child still running: besides the
+/// pipe of death, whose messages are counted for MaxRequestWorkers /
+/// ThreadsPerChild running children and which any child of the bucket may
+/// read, so that none of the old generation is left running.
+fn signal_running_children(cfg: &MpmConfig) {
+    for slot in 0..cfg.server_limit as usize {
+        let pid = score::pid(slot);
+        if pid != 0 && score::quiescing(slot) == 0 {
+            httpd::signal_process(pid, libc::SIGUSR1);
         }
     }
 }
@@ -467,13 +557,19 @@ pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
     let mut remaining = cfg.start_servers.min(cfg.active_daemons_limit);
     httpd::log_startup_banner(plog);
     retained::mpm().mpm_state = sys::AP_MPMQ_RUNNING as i32;
-    if retained::mpm().was_graceful == 0 {
-        startup_children(remaining, &cfg);
-        remaining = 0;
-    } else {
+    if retained::mpm().was_graceful != 0 {
         // Let the old generation drain before spawning exponentially.
         retained::get().hold_off_on_exponential_spawning = 10;
     }
+    // After a graceful restart too, the new generation starts now, in the
+    // slots that are free: the old children stopped accepting already, so
+    // until new ones run, new connections wait in the listen backlog.
+    // Stock forks them only for old children reaped in its main loop (one
+    // for one) or after a second without any exit; ours stop later than
+    // stock's (each keep-alive connection ends after its next response),
+    // so that was a second's wait for every client reconnecting. Only
+    // children that find no free slot wait for the old ones to exit.
+    remaining -= startup_children(remaining, &cfg);
 
     main_loop(remaining, &cfg, pconf);
     let mpm = retained::mpm();
@@ -502,6 +598,7 @@ pub fn run(pconf: PoolRef<'static>, plog: PoolRef<'static>) -> i32 {
         log::error(sys::APLOG_NOTICE, 0, "AH00493: SIGUSR1 received.  Doing graceful restart");
         retained::get().last_graceful_ns = retained::monotonic_ns();
         signal_all_children(true, &cfg);
+        signal_running_children(&cfg);
     } else {
         log::error(sys::APLOG_NOTICE, 0, "AH00494: SIGHUP received.  Attempting to restart");
         signal_all_children(false, &cfg);
@@ -516,6 +613,7 @@ fn graceful_stop(pconf: PoolRef, cfg: &MpmConfig) {
     let mpm = retained::mpm();
     httpd::close_listeners(None);
     signal_all_children(true, cfg);
+    signal_running_children(cfg);
     httpd::relieve_children(reclaim_cb);
     httpd::remove_pid(pconf);
     log::error(sys::APLOG_NOTICE, 0, "AH00492: caught SIGWINCH, shutting down gracefully");

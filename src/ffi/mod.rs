@@ -5,6 +5,7 @@ pub mod guard;
 pub mod httpd;
 pub mod log;
 pub mod pool;
+pub mod reap;
 pub mod score;
 pub mod socket;
 pub mod sys;
