@@ -74,13 +74,6 @@ fn h2c_sessions_serve_streams_after_idle_pauses() {
     assert!(!log.contains("AH10020"), "a session was cleaned up by its pool:\n{log}");
 }
 
-/// User + system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
 
 /// A request head larger than the socket's receive buffer cannot arrive
 /// whole before anything reads it: it is answered at once, as stock

@@ -59,9 +59,7 @@ const RESTART_EVERY: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Record {
     ok: AtomicU64,
-    failed: AtomicU64,
-    /// The first few failures, for the assertion message.
-    failures: Mutex<Vec<String>>,
+    failures: Failures,
     /// Requests that took longer than NOTABLE: when they started (since
     /// the test began), how long they took, and what kind they were.
     slow: Mutex<Vec<(Duration, Duration, &'static str)>>,
@@ -70,14 +68,6 @@ struct Record {
 }
 
 impl Record {
-    fn fail(&self, what: String) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut f = self.failures.lock().unwrap();
-        if f.len() < 10 {
-            f.push(what);
-        }
-    }
-
     fn took(&self, t0: Instant, started: Instant, took: Duration, kind: &'static str) {
         self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
         if took > NOTABLE {
@@ -106,7 +96,7 @@ fn keep_alive_client(server: &Server, t0: Instant, pause: Duration, stop: &Atomi
             None => match Conn::connect(server.addr()) {
                 Ok(c) => (true, c),
                 Err(e) => {
-                    rec.fail(format!("keep-alive client: connect: {e}"));
+                    rec.failures.record(format!("keep-alive client: connect: {e}"));
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 }
@@ -120,8 +110,8 @@ fn keep_alive_client(server: &Server, t0: Instant, pause: Duration, stop: &Atomi
                     conn = Some(c);
                 }
             }
-            Ok(resp) => rec.fail(format!("keep-alive client: status {}, {} body bytes", resp.status, resp.body.len())),
-            Err(e) => rec.fail(format!(
+            Ok(resp) => rec.failures.record(format!("keep-alive client: status {}, {} body bytes", resp.status, resp.body.len())),
+            Err(e) => rec.failures.record(format!(
                 "keep-alive client, {} connection, at {:?}: {e}",
                 if fresh { "new" } else { "reused" },
                 started - t0
@@ -144,8 +134,8 @@ fn new_connection_client(server: &Server, t0: Instant, stop: &AtomicBool, rec: &
                 rec.ok.fetch_add(1, Ordering::Relaxed);
                 rec.took(t0, started, started.elapsed(), "connection per request");
             }
-            Ok(resp) => rec.fail(format!("new connection: status {}, {} body bytes", resp.status, resp.body.len())),
-            Err(e) => rec.fail(format!("new connection at {:?}: {e}", started - t0)),
+            Ok(resp) => rec.failures.record(format!("new connection: status {}, {} body bytes", resp.status, resp.body.len())),
+            Err(e) => rec.failures.record(format!("new connection at {:?}: {e}", started - t0)),
         }
     }
 }
@@ -201,7 +191,7 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     });
 
     let ok = rec.ok.load(Ordering::Relaxed);
-    let failed = rec.failed.load(Ordering::Relaxed);
+    let failed = rec.failures.count();
     let longest = Duration::from_micros(rec.longest_us.load(Ordering::Relaxed));
     let notable = rec.slow.lock().unwrap().clone();
     for (started, took, kind) in &notable {
@@ -222,7 +212,7 @@ fn graceful_restarts_under_load_keep_every_client_served_without_waiting() {
     // Every kind of problem is reported, not only the first one found.
     let mut problems = Vec::new();
     if failed > 0 {
-        problems.push(format!("{failed} of {} requests failed; first: {:#?}", ok + failed, rec.failures.lock().unwrap()));
+        problems.push(format!("{} of {} requests: {}", failed, ok + failed, rec.failures.summary()));
     }
     // Late restarts, by number from 1 (0: a slow request before the first).
     let mut late: Vec<usize> = slow

@@ -16,36 +16,6 @@ use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
 
-/// Failures seen by load-generating client threads: a count, and the first
-/// few descriptions for the assertion message.
-#[derive(Default)]
-struct Failures {
-    count: AtomicU64,
-    first: Mutex<Vec<String>>,
-}
-
-impl Failures {
-    fn record(&self, what: String) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first.lock().unwrap();
-        if first.len() < 10 {
-            first.push(what);
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} failures, first: {:#?}",
-            self.count(),
-            self.first.lock().unwrap()
-        )
-    }
-}
-
 /// A client that sends `GET SMALL_PATH` in a loop on one keep-alive
 /// connection until `stop`, reconnecting only after a response that
 /// announced `Connection: close`. Every error is a failure: a reset, a close

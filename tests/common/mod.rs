@@ -1156,3 +1156,44 @@ pub fn is_timeout(err: &io::Error) -> bool {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
+
+/// User + system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Failures seen by load-generating client threads: a count, and the first
+/// few descriptions for the assertion message.
+#[derive(Default)]
+pub struct Failures {
+    count: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Vec<String>>,
+}
+
+impl Failures {
+    pub fn record(&self, what: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap();
+        if first.len() < 10 {
+            first.push(what);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} failures, first: {:#?}",
+            self.count(),
+            self.first.lock().unwrap()
+        )
+    }
+}
+
