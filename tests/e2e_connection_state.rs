@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use common::h2::H2;
+use common::h2::{H2, h2c_server};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::thread;
@@ -57,13 +57,7 @@ fn proxy_protocol_connections_keep_their_client_address_across_idle_pauses() {
 /// comes, whatever the pause.
 #[test]
 fn h2c_sessions_serve_streams_after_idle_pauses() {
-    let server = server()
-        .without_cgi()
-        .keep_alive_timeout(10)
-        .load_module("http2_module", "mod_http2.so")
-        .directives(ONE_CHILD)
-        .directives("Protocols h2c http/1.1\n")
-        .start();
+    let server = h2c_server(10);
     let mut h2 = H2::connect(&server);
     assert_eq!(h2.get(SMALL_PATH), Ok((200, SMALL_BODY.to_vec())), "first stream");
     for pause in PAUSES {

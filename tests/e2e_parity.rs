@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::h2::H2;
+use common::h2::{H2, h2c_server};
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -123,13 +123,7 @@ fn a_virtual_hosts_request_read_timeout_bounds_its_heads() {
 #[test]
 fn an_idle_h2c_session_gets_goaway_at_a_graceful_restart() {
     for signal in [libc::SIGUSR1, libc::SIGWINCH] {
-        let server = server()
-            .without_cgi()
-            .keep_alive_timeout(30)
-            .load_module("http2_module", "mod_http2.so")
-            .directives(ONE_CHILD)
-            .directives("Protocols h2c http/1.1\n")
-            .start();
+        let server = h2c_server(30);
         let mut h2 = H2::connect(&server);
         assert_eq!(h2.get(SMALL_PATH), Ok((200, SMALL_BODY.to_vec())), "first stream");
         assert_eq!(h2.get(SMALL_PATH), Ok((200, SMALL_BODY.to_vec())), "second stream");

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use super::Server;
+use super::{Server, server};
 
 pub struct H2 {
     stream: TcpStream,
@@ -107,4 +107,15 @@ impl H2 {
             }
         }
     }
+}
+
+/// A server of one child that speaks h2c (prior knowledge and Upgrade).
+pub fn h2c_server(keep_alive_timeout: u32) -> Server {
+    server()
+        .without_cgi()
+        .keep_alive_timeout(keep_alive_timeout)
+        .load_module("http2_module", "mod_http2.so")
+        .directives("ServerLimit 1\nStartServers 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n")
+        .directives("Protocols h2c http/1.1\n")
+        .start()
 }
