@@ -217,3 +217,61 @@ fn h2load_across_graceful_restarts_fails_no_more_streams_than_stock() {
         assert!(ours <= stock + 10, "{what}: ours failed {ours} streams, stock event {stock}");
     }
 }
+
+/// Counts the lines of `log` at `[mpm_event:<level>]` that contain `what`
+/// followed by stock's fields (digits where stock prints numbers).
+fn mpm_lines(log: &str, level: &str, what: &str, fields: &[&str]) -> usize {
+    let tag = format!("[mpm_event:{level}]");
+    log.lines()
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| l.split_once(what).map(|(_, rest)| rest))
+        .filter(|rest| {
+            // "pid 123, gen 4, active 2/16, ...": each field name in order,
+            // then a number (or n/m).
+            let mut rest = *rest;
+            fields.iter().all(|f| match rest.find(f) {
+                Some(i) => {
+                    rest = &rest[i + f.len()..];
+                    rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
+                }
+                None => false,
+            })
+        })
+        .count()
+}
+
+/// `LogLevel info mpm_event:trace6` shows the MPM's debug lines, as
+/// httpd's per-module levels work for every module: stock's child
+/// lifecycle lines, which httpd's own restart test counts across graceful
+/// restarts; with `LogLevel info`, none.
+#[test]
+fn per_module_log_level_shows_stocks_child_lifecycle_lines() {
+    for (level, shown) in [("info mpm_event:trace6", true), ("info", false)] {
+        let server = server()
+            .without_cgi()
+            .log_level(level)
+            .directives("ServerLimit 4\nStartServers 2\nThreadsPerChild 25\nMaxRequestWorkers 50\n")
+            .start();
+        let mut generation = server.config_generation().expect("generation at start");
+        for _ in 0..3 {
+            server.signal(libc::SIGUSR1);
+            assert!(
+                wait_until(Duration::from_secs(10), || server.config_generation().is_some_and(|g| g > generation)),
+                "a graceful restart"
+            );
+            generation += 1;
+        }
+        // The last generation's children are up, the first ones have gone.
+        wait_until(Duration::from_secs(5), || {
+            mpm_lines(&server.error_log(), "debug", "Child ", &[" stopped: pid", ", gen", ", active", ", total", ", quiescing"]) >= 6
+        });
+        let log = server.error_log();
+        let started = mpm_lines(&log, "debug", "Child ", &[" started: pid", ", gen", ", active", ", total"]);
+        let stopped = mpm_lines(&log, "debug", "Child ", &[" stopped: pid", ", gen", ", active", ", total", ", quiescing"]);
+        if shown {
+            assert!(started >= 8 && stopped >= 6, "{level}: {started} started and {stopped} stopped lines:\n{log}");
+        } else {
+            assert_eq!((started, stopped), (0, 0), "{level}: debug lines shown:\n{log}");
+        }
+    }
+}
