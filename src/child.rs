@@ -317,6 +317,7 @@ impl Runtime {
 
     /// Gives a parked connection to a worker for (short) lingering close.
     pub fn shutdown(&self, conn: Box<Conn>) {
+        conn.trace(sys::APLOG_TRACE6, "deferring close");
         self.shutdowns_queued.fetch_add(1, Ordering::AcqRel);
         self.push(Task::Shutdown(conn));
     }
@@ -352,7 +353,11 @@ impl Runtime {
     }
 
     pub fn has_suspended(&self) -> bool {
-        self.suspended_count.load(Ordering::Acquire) > 0
+        self.suspended_count() > 0
+    }
+
+    pub fn suspended_count(&self) -> u32 {
+        self.suspended_count.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the suspended set, then queues every connection that

@@ -341,11 +341,21 @@ impl Conn {
         self.io_timeout.store(io, Ordering::Relaxed);
     }
 
+    /// Logs a change of the connection's state at a trace level, in
+    /// stock's words ("closing connection from state 6"); nothing is
+    /// formatted when that level is off.
+    pub fn trace(&self, level: u32, what: &str) {
+        if log::enabled(level) {
+            log::conn(level, self.c.as_ptr(), &format!("{what} from state {}", self.state()));
+        }
+    }
+
     /// Closes the socket and gives the pool back for the next connection.
     /// The pool is cleared (running modules' cleanups, which may look at
     /// `c->cs`) while this Conn still exists.
     #[allow(clippy::boxed_local, reason = "a Conn lives boxed: httpd holds pointers into it")]
     pub fn close(mut self: Box<Self>, rt: &Runtime) {
+        self.trace(sys::APLOG_TRACE6, "closing connection");
         self.sock.close();
         self.release_pool();
         let lingering = self.linger_since.is_some();
@@ -593,6 +603,7 @@ fn process(conn: &Conn) {
 /// writing), then lets the listener drain the client without a thread.
 fn lingering_close(rt: &Runtime, mut conn: Box<Conn>) {
     if conn.linger_since.is_none() {
+        conn.trace(sys::APLOG_TRACE6, "lingering close");
         conn.linger_since = Some(Instant::now());
         rt.lingering_started();
         conn.sock.set_timeout(LINGER_SHORT_TIME.as_micros() as i64);

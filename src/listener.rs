@@ -241,6 +241,12 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         let hysteresis = acc.paused_for == Limit::Connections;
         if !rt.stopping() && acc.backoff_until.is_none() && paused && rt.above_limit(hysteresis) == Limit::Under {
             rt.accept_paused.store(false, Ordering::SeqCst);
+            if log::enabled(sys::APLOG_TRACE1) {
+                log::error(sys::APLOG_TRACE1, 0, &format!(
+                    "Accepting new connections again: {} active conns ({} lingering/0 clogged/{} suspended), {} idle workers",
+                    rt.connections.load(Ordering::Acquire), rt.lingering.load(Ordering::Acquire),
+                    rt.suspended_count(), rt.queue.idle()));
+            }
             acc.set(rt, true);
         }
     }
@@ -296,6 +302,10 @@ fn next_deadline(rt: &Runtime, acc: &Accepting) -> Instant {
 /// generation's children. A stopping child still stops at once on SIGTERM,
 /// which the parent sends on a restart or stop.
 fn begin_graceful(rt: &Runtime, acc: &mut Accepting, pod: Option<Pod>) {
+    if log::enabled(sys::APLOG_TRACE6) {
+        log::error(sys::APLOG_TRACE6, 0, &format!(
+            "closing listeners (connection_count={})", rt.connections.load(Ordering::Acquire)));
+    }
     acc.close(rt);
     if let Some(p) = pod {
         // Already gone when the pod is what stopped us.
@@ -488,8 +498,8 @@ fn shed_idle(rt: &Runtime) -> bool {
     if shed.is_empty() {
         return false;
     }
-    if log::enabled(sys::APLOG_DEBUG) {
-        log::error(sys::APLOG_DEBUG, 0, &format!(
+    if log::enabled(sys::APLOG_TRACE1) {
+        log::error(sys::APLOG_TRACE1, 0, &format!(
             "all workers busy with {backlog} tasks waiting: closing {} idle keep-alive connections", shed.len()));
     }
     for (item, _) in shed {

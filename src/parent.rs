@@ -300,6 +300,12 @@ fn idle_maintenance(
         // scoreboard has room for a whole generation besides those stopping.
         let may_kill = r.active_daemons == r.total_daemons
             || cfg.server_limit - r.total_daemons > cfg.active_daemons_limit;
+        if log::enabled(sys::APLOG_TRACE5) {
+            log::error(sys::APLOG_TRACE5, 0, &format!(
+                "{}hutting down one child: active {}/{}, total {}/{}/{}, idle threads {idle_threads}, max workers {}",
+                if may_kill { "S" } else { "Not s" }, r.active_daemons, cfg.active_daemons_limit,
+                r.total_daemons, r.max_daemon_used, cfg.server_limit, cfg.max_workers));
+        }
         if may_kill {
             retire_least_busy(bucket, num_buckets, cfg);
         }
@@ -323,9 +329,11 @@ fn idle_maintenance(
             // come back (GracefulShutdownTimeout bounds them): only a full
             // scoreboard without such children calls for a bigger one.
             if r.total_daemons > r.active_daemons {
-                log::error(sys::APLOG_DEBUG, 0, &format!(
-                    "scoreboard full: waiting for {} stopping children to free their slots",
-                    r.total_daemons - r.active_daemons));
+                if log::enabled(sys::APLOG_TRACE1) {
+                    log::error(sys::APLOG_TRACE1, 0, &format!(
+                        "scoreboard full: waiting for {} stopping children to free their slots",
+                        r.total_daemons - r.active_daemons));
+                }
                 *starved = true;
             } else {
                 log::error(sys::APLOG_ERR, 0, "AH03490: scoreboard is full, not at MaxRequestWorkers.Increase ServerLimit.");
@@ -377,8 +385,8 @@ fn retire_least_busy(bucket: usize, num_buckets: usize, cfg: &MpmConfig) {
         .min_by_key(|&s| score::connections(s));
     if let Some(slot) = candidate {
         let pid = score::pid(slot);
-        if log::enabled(sys::APLOG_DEBUG) {
-            log::error(sys::APLOG_DEBUG, 0, &format!(
+        if log::enabled(sys::APLOG_TRACE1) {
+            log::error(sys::APLOG_TRACE1, 0, &format!(
                 "retiring child {slot} (pid {pid}, {} connections): too many idle threads",
                 score::connections(slot)));
         }

@@ -240,10 +240,11 @@ fn mpm_lines(log: &str, level: &str, what: &str, fields: &[&str]) -> usize {
         .count()
 }
 
-/// `LogLevel info mpm_event:trace6` shows the MPM's debug lines, as
-/// httpd's per-module levels work for every module: stock's child
+/// `LogLevel info mpm_event:trace6` shows the MPM's debug and trace lines,
+/// as httpd's per-module levels work for every module: stock's child
 /// lifecycle lines, which httpd's own restart test counts across graceful
-/// restarts; with `LogLevel info`, none.
+/// restarts, and stock's trace lines for listeners and connections; with
+/// `LogLevel info`, none.
 #[test]
 fn per_module_log_level_shows_stocks_child_lifecycle_lines() {
     for (level, shown) in [("info mpm_event:trace6", true), ("info", false)] {
@@ -268,10 +269,16 @@ fn per_module_log_level_shows_stocks_child_lifecycle_lines() {
         let log = server.error_log();
         let started = mpm_lines(&log, "debug", "Child ", &[" started: pid", ", gen", ", active", ", total"]);
         let stopped = mpm_lines(&log, "debug", "Child ", &[" stopped: pid", ", gen", ", active", ", total", ", quiescing"]);
+        // The listener's and the connections' state changes, at stock's
+        // trace levels (the status requests above are connections too).
+        let listeners = mpm_lines(&log, "trace6", "closing listeners", &["(connection_count="]);
+        let closes = mpm_lines(&log, "trace6", "closing connection", &[" from state"]);
         if shown {
             assert!(started >= 8 && stopped >= 6, "{level}: {started} started and {stopped} stopped lines:\n{log}");
+            assert!(listeners >= 6 && closes >= 3, "{level}: {listeners} closing-listeners and {closes} closing-connection lines:\n{log}");
         } else {
             assert_eq!((started, stopped), (0, 0), "{level}: debug lines shown:\n{log}");
+            assert!(!log.contains("[mpm_event:trace"), "{level}: trace lines shown:\n{log}");
         }
     }
 }
