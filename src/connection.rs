@@ -84,11 +84,12 @@ pub struct NewSocket {
     pub head_expired: bool,
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `wait_for_more`).
-    pub lowat: usize,
+    pub lowat: u32,
     /// Accepted on an HTTP listener (listener::speaks_http).
     pub http: bool,
-    /// How long its request head may take.
-    head: head::HeadLimit,
+    /// How long its request head may take: its server's limit, in
+    /// `Runtime::heads`.
+    head: u32,
     /// In lingering close (see `end_idle`).
     lingering: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
@@ -110,18 +111,16 @@ pub struct Dehydrated {
     keepalives: i32,
     ka_timeout: i64,
     io_timeout: i64,
-    head: head::HeadLimit,
 }
 
 impl NewSocket {
     /// A socket just accepted; its head limit is that of its server (see
     /// `accepted`).
     pub fn accepted(sock: ClientSocket, pool: Pool, http: bool) -> Self {
-        let head = head::HeadLimit::fixed(usecs(httpd::server_timeouts().1));
-        NewSocket::new(Origin::Accepted(sock, pool), false, http, head)
+        NewSocket::new(Origin::Accepted(sock, pool), false, http, 0)
     }
 
-    fn new(origin: Origin, registered: bool, http: bool, head: head::HeadLimit) -> Self {
+    fn new(origin: Origin, registered: bool, http: bool, head: u32) -> Self {
         NewSocket { origin, registered, head_expired: false, lowat: 0, http, head, lingering: false, draining: false }
     }
 
@@ -209,12 +208,13 @@ pub struct Conn {
     suspended: bool,
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `wait_for_more`).
-    lowat: usize,
+    lowat: u32,
     /// Accepted on an HTTP listener: only then do its requests wait for
     /// their head in the pollset, and may it be dehydrated between them.
     http: bool,
-    /// How long a request head may take: its base server's limit.
-    head: head::HeadLimit,
+    /// How long a request head may take: its base server's limit, in
+    /// `Runtime::heads`.
+    head: u32,
     linger_since: Option<Instant>,
     /// Owns everything above that httpd allocated; dropped last.
     pool: Pool,
@@ -391,13 +391,11 @@ impl Conn {
             keepalives: self.c.keepalives(),
             ka_timeout: self.ka_timeout.load(Ordering::Relaxed),
             io_timeout: self.io_timeout.load(Ordering::Relaxed),
-            head: self.head,
         };
         self.release_pool();
         let Conn { pool, .. } = *self;
         rt.recycle(pool);
-        let head = d.head;
-        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true, head))
+        Ok(NewSocket::new(Origin::Idle(Box::new(d)), true, true, self.head))
     }
 
     /// The client has sent something not read yet.
@@ -649,7 +647,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 Some(Look::Wait(bytes)) => {
                     let since = if wait == Wait::Head { since } else { Instant::now() };
                     new.lowat = wait_for_more(new.fd(), bytes, new.lowat);
-                    let t = new.head.after(bytes);
+                    let t = rt.heads.get(new.head).after(bytes);
                     rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
                 }
                 Some(Look::Closed) => new.close(rt),
@@ -673,7 +671,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 // Bytes of a head have come: from now on the head's limit
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
-                let t = conn.head.after(bytes);
+                let t = rt.heads.get(conn.head).after(bytes);
                 conn.lowat = wait_for_more(conn.fd, bytes, conn.lowat);
                 rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
                 return None;
@@ -692,7 +690,7 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
 
 /// Brings a raised receive low-water mark back to 1 before anything else
 /// reads the socket (else APR's waits would wait for those bytes too).
-fn lower_rcvlowat(fd: RawFd, raised: &mut usize) {
+fn lower_rcvlowat(fd: RawFd, raised: &mut u32) {
     if std::mem::take(raised) != 0 {
         socket::set_rcvlowat(fd, 1);
     }
@@ -703,12 +701,14 @@ fn lower_rcvlowat(fd: RawFd, raised: &mut usize) {
 /// receive low-water mark is raised past what has come, so that only more
 /// of the head (or the end of the stream) wakes it. Returns the mark set
 /// (0: none; a mark already raised stays as it is until lowered).
-fn wait_for_more(fd: RawFd, bytes: usize, raised: usize) -> usize {
+fn wait_for_more(fd: RawFd, bytes: usize, raised: u32) -> u32 {
     if bytes == 0 {
         return raised;
     }
-    socket::set_rcvlowat(fd, bytes + 1);
-    bytes + 1
+    // A head is at most a peek buffer's worth (request_head_cap).
+    let mark = u32::try_from(bytes + 1).unwrap_or(u32::MAX);
+    socket::set_rcvlowat(fd, mark as usize);
+    mark
 }
 
 /// A graceful stop begins: each idle keep-alive connection whose protocol
@@ -834,14 +834,14 @@ enum Look {
 
 /// Peeks at what the client sent (nothing is consumed). `raised` is the
 /// receive low-water mark set while the head waited (0: none).
-fn look(fd: RawFd, buf: &mut [u8], raised: usize) -> Look {
+fn look(fd: RawFd, buf: &mut [u8], raised: u32) -> Look {
     match socket::peek(fd, buf) {
         Ok(0) => Look::Closed,
         // Woken with less than the mark: the kernel does that when the
         // receive buffer is full (a head larger than it, or than a small
         // ReceiveBufferSize). Only reading makes room: httpd reads it, as
         // stock would, instead of a worker waking for it again and again.
-        Ok(n) if n < raised => Look::Go,
+        Ok(n) if n < raised as usize => Look::Go,
         Ok(n) if head::scan(&buf[..n], buf.len()) == head::Head::Partial => Look::Wait(n),
         Ok(_) => Look::Go,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && raised == 0 => Look::Wait(0),
@@ -859,9 +859,9 @@ pub fn accepted(rt: &Runtime, mut new: NewSocket) {
         return rt.push(Task::New(new));
     }
     if let Origin::Accepted(sock, _) = &new.origin {
-        new.head = rt.heads.of(VirtualHost::of_connection(*sock).key());
+        new.head = rt.heads.index_of(VirtualHost::of_connection(*sock).key());
     }
-    let t = new.head.after(0);
+    let t = rt.heads.get(new.head).after(0);
     rt.park(Waiting::New(new), Wait::Head, t, Instant::now(), Interest::Read);
 }
 
@@ -901,5 +901,19 @@ pub fn pre_connection(c: Connection) {
         if cs.is_null() || cs == master.state_ptr() {
             c.give_own_state();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle keep-alive connection costs besides its socket: its
+    /// dehydrated record and its place in the parked set.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // A Box or the socket with a few flags; both addresses and counters.
+        assert!(std::mem::size_of::<Waiting>() <= 32, "Waiting: {} bytes", std::mem::size_of::<Waiting>());
+        assert!(std::mem::size_of::<Dehydrated>() <= 288, "Dehydrated: {} bytes", std::mem::size_of::<Dehydrated>());
     }
 }

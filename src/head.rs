@@ -159,11 +159,13 @@ impl HeadLimit {
     }
 }
 
-/// The head limit of each server of the configuration, by server.
+/// The head limit of each server of the configuration. A connection
+/// carries the index of its server's limit (0: the main server's), four
+/// bytes where an idle connection costs a few hundred.
 #[derive(Debug, Default)]
 pub struct HeadLimits {
-    by_server: std::collections::HashMap<usize, HeadLimit>,
-    main: Option<HeadLimit>,
+    limits: Vec<HeadLimit>,
+    by_server: std::collections::HashMap<usize, u32>,
 }
 
 impl HeadLimits {
@@ -171,16 +173,22 @@ impl HeadLimits {
     pub fn new(servers: impl IntoIterator<Item = (usize, HeadLimit)>) -> Self {
         let mut l = HeadLimits::default();
         for (key, limit) in servers {
-            l.main.get_or_insert(limit);
-            l.by_server.insert(key, limit);
+            l.by_server.entry(key).or_insert(l.limits.len() as u32);
+            l.limits.push(limit);
         }
         l
     }
 
-    /// The limit of connections whose base server is `key` (the main
-    /// server's for one not in the configuration).
-    pub fn of(&self, key: usize) -> HeadLimit {
-        self.by_server.get(&key).copied().or(self.main).unwrap_or(HeadLimit::fixed(std::time::Duration::from_secs(60)))
+    /// The index of the limit of connections whose base server is `key`
+    /// (the main server's for one not in the configuration).
+    pub fn index_of(&self, key: usize) -> u32 {
+        self.by_server.get(&key).copied().unwrap_or(0)
+    }
+
+    /// The limit at `index`; httpd's default Timeout if there is none (no
+    /// server was configured, which httpd does not allow).
+    pub fn get(&self, index: u32) -> HeadLimit {
+        self.limits.get(index as usize).copied().unwrap_or(HeadLimit::fixed(std::time::Duration::from_secs(60)))
     }
 }
 
@@ -201,6 +209,15 @@ mod limit_tests {
         assert_eq!(HeadLimit::from_reqtimeout("header=0 body=10"), Some(None));
         assert_eq!(HeadLimit::from_reqtimeout("body=10"), None);
         assert_eq!(HeadLimit::from_reqtimeout("header=x"), None);
+    }
+
+    #[test]
+    fn limits_are_found_by_server_and_the_main_one_stands_in() {
+        let s = Duration::from_secs;
+        let l = HeadLimits::new([(10, HeadLimit::fixed(s(5))), (20, HeadLimit::fixed(s(2)))]);
+        assert_eq!(l.get(l.index_of(20)), HeadLimit::fixed(s(2)));
+        assert_eq!(l.get(l.index_of(10)), HeadLimit::fixed(s(5)));
+        assert_eq!(l.get(l.index_of(99)), HeadLimit::fixed(s(5)), "an unknown server has the main server's");
     }
 
     #[test]
