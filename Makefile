@@ -15,7 +15,9 @@
 #                        build/mod_mpm_event_rs.so, run/install build nothing
 #   RUN_DIR=build/run    where `make run` keeps its config, pid file, logs
 #   LOGLEVEL=info        LogLevel for `make run`
-#   APXS=apxs  CARGO=cargo  DESTDIR=
+#   APXS=apxs            the httpd to build for and test with (its apxs);
+#   HTTPD=/usr/sbin/apache2   with HTTPD, its binary for the tests and make run
+#   CARGO=cargo  DESTDIR=
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
@@ -55,10 +57,10 @@ LOGLEVEL ?= info
 MODS_AVAILABLE := /etc/apache2/mods-available
 LIBEXECDIR      = $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 
-.PHONY: all deps test run install clean
+.PHONY: all deps toolchain test run install clean
 
-all:
-	$(CARGO) build --release
+all: toolchain
+	APXS="$(APXS)" $(CARGO) build --release
 	@mkdir -p $(BUILD_DIR)
 	cp -f $(CARGO_SO) $(BUILD_DIR)/.$(MODULE_FILE).tmp
 	mv -f $(BUILD_DIR)/.$(MODULE_FILE).tmp $(BUILD_DIR)/$(MODULE_FILE)
@@ -67,15 +69,20 @@ all:
 $(BUILT_MODULE):
 	@$(MAKE) --no-print-directory all
 
-deps:
+deps: toolchain
 	scripts/deps.sh
 
+# The Rust toolchain is not a Debian package here (Debian 12's rustc is too
+# old): say what to do instead of failing in the compiler.
+toolchain:
+	@scripts/toolchain.sh "$(CARGO)"
+
 test: deps all
-	MPM_MODULE=$(MPM_MODULE) $(CARGO) test --release -- --test-threads=1
+	MPM_MODULE=$(MPM_MODULE) HTTPD=$(HTTPD) APXS="$(APXS)" $(CARGO) test --release -- --test-threads=1
 	MPM_MODULE=$(MPM_MODULE) HTTPD=$(HTTPD) APXS=$(APXS) scripts/apache-test.sh
 
 run: $(RUN_PREREQ)
-	scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \
+	APXS="$(APXS)" scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \
 	    --run-dir "$(abspath $(RUN_DIR))" --loglevel "$(LOGLEVEL)" --httpd "$(HTTPD)"
 
 # `make bench`: bench/README.md. QUICK=1 is the short mode (ours and stock

@@ -1,5 +1,6 @@
 //! Generates the httpd/APR bindings with bindgen, using the flags that the
-//! installed `apxs` and `apr-1-config` report, and compiles the C glue.
+//! chosen httpd's `apxs` (`$APXS`) and its APR config scripts report, and
+//! compiles the C glue.
 
 use std::env;
 use std::path::PathBuf;
@@ -19,13 +20,40 @@ fn query(program: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Compiler flags for httpd's and APR's headers: defines and include paths.
+/// `apxs` of the httpd to build for: `$APXS` (`make APXS=...`), else the
+/// one on PATH.
+fn apxs() -> String {
+    env::var("APXS").ok().filter(|a| !a.is_empty()).unwrap_or_else(|| "apxs".to_owned())
+}
+
+/// One of apxs's variables (`apxs -q NAME`), empty when unset.
+fn apxs_var(apxs: &str, name: &str) -> String {
+    query(apxs, &["-q", name]).join(" ")
+}
+
+/// A config script of APR or APR-util, as that httpd's apxs knows it: its
+/// `APR_CONFIG` (`APU_CONFIG`), else `apr-1-config` in its `APR_BINDIR`
+/// (`APU_BINDIR`), else on PATH.
+fn config_script(apxs: &str, var: &str, bindir: &str, name: &str) -> String {
+    let set = apxs_var(apxs, var);
+    if !set.is_empty() {
+        return set;
+    }
+    let dir = apxs_var(apxs, bindir);
+    let in_dir = PathBuf::from(&dir).join(name);
+    if !dir.is_empty() && in_dir.exists() { in_dir.display().to_string() } else { name.to_owned() }
+}
+
+/// Compiler flags for httpd's and APR's headers: defines and include paths,
+/// all asked of the chosen httpd's apxs.
 fn header_flags() -> Vec<String> {
-    let mut flags = query("apr-1-config", &["--cppflags", "--includes"]);
-    flags.extend(query("apu-1-config", &["--includes"]));
-    flags.extend(query("apxs", &["-q", "EXTRA_CPPFLAGS"]));
-    let includedir = query("apxs", &["-q", "INCLUDEDIR"]);
-    flags.push(format!("-I{}", includedir.join(" ")));
+    let apxs = apxs();
+    let apr = config_script(&apxs, "APR_CONFIG", "APR_BINDIR", "apr-1-config");
+    let apu = config_script(&apxs, "APU_CONFIG", "APU_BINDIR", "apu-1-config");
+    let mut flags = query(&apr, &["--cppflags", "--includes"]);
+    flags.extend(query(&apu, &["--includes"]));
+    flags.extend(query(&apxs, &["-q", "EXTRA_CPPFLAGS"]));
+    flags.push(format!("-I{}", apxs_var(&apxs, "INCLUDEDIR")));
     flags.push("-Iinclude".to_owned());
     flags
 }
@@ -34,6 +62,7 @@ fn main() {
     let flags = header_flags();
     println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-changed=apache-glue");
+    println!("cargo:rerun-if-env-changed=APXS");
 
     let mut glue = cc::Build::new();
     for f in &flags {

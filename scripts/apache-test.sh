@@ -38,13 +38,15 @@ module=${MPM_MODULE:-$repo/build/mod_mpm_event_rs.so}
 httpd=${HTTPD:-/usr/sbin/apache2}
 apxs=$(command -v "${APXS:-apxs}" || true)
 run_user=${APACHE_TEST_USER_NAME:-mpmtest}
-stock_modules=/usr/lib/apache2/modules
 
 die() { echo "apache-test: $*" >&2; exit 1; }
 
 [ -f "$module" ] || die "MPM module $module not found: run 'make' first (or set MPM_MODULE)"
 [ -x "$httpd" ] || die "$httpd not found (apt-get install apache2)"
 [ -n "$apxs" ] || die "apxs not found (apt-get install apache2-dev)"
+# The httpd's own modules (mod_ssl, mod_http2, ...), where its apxs says.
+stock_modules=$("$apxs" -q LIBEXECDIR)
+[ -d "$stock_modules" ] || die "$apxs -q LIBEXECDIR gave no directory"
 perl -MApache::TestRun -e1 2>/dev/null ||
     die "Apache::Test not found (apt-get install libapache2-mod-perl2)"
 

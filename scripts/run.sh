@@ -38,8 +38,8 @@ case "$module" in /*) ;; *) module="$(pwd)/$module" ;; esac
 case "$port" in ''|*[!0-9]*) die "bad port '$port'" ;; esac
 case "$run_dir" in /*) ;; *) run_dir="$(pwd)/$run_dir" ;; esac
 
-modules_dir=$(apxs -q LIBEXECDIR 2>/dev/null || true)
-[ -n "$modules_dir" ] || modules_dir=/usr/lib/apache2/modules
+modules_dir=$("${APXS:-apxs}" -q LIBEXECDIR 2>/dev/null || true)
+[ -n "$modules_dir" ] || { echo "run: '${APXS:-apxs} -q LIBEXECDIR' failed (apt-get install apache2-dev, or set APXS)" >&2; exit 1; }
 
 user=www-data
 group=www-data

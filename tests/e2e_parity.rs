@@ -210,7 +210,7 @@ fn h2load_across_graceful_restarts_fails_no_more_streams_than_stock() {
         let (mut ours, mut stock) = (0, 0);
         for _ in 0..2 {
             ours += run(mpm_module().to_str().unwrap(), tls);
-            stock += run(STOCK_EVENT, tls);
+            stock += run(&stock_event(), tls);
         }
         let what = if tls { "h2" } else { "h2c" };
         eprintln!("{what}: failed streams across 2 x 3 graceful restarts: ours {ours}, stock {stock}");

@@ -116,7 +116,7 @@ const PROMPT: Duration = Duration::from_secs(1);
 fn build_banner_module(dir: &Path) -> PathBuf {
     let src = dir.join("mod_banner.c");
     std::fs::write(&src, BANNER_MODULE_C).unwrap();
-    let out = Command::new("apxs")
+    let out = Command::new(apxs())
         .arg("-c")
         .arg("-n")
         .arg("banner")

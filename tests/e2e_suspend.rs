@@ -25,8 +25,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 fn build_module(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/mod_mpmtest.c");
     std::fs::copy(&src, dir.join("mod_mpmtest.c")).expect("copy the test module's source");
-    let apxs = std::env::var("APXS").unwrap_or_else(|_| "apxs".into());
-    let out = Command::new(apxs)
+    let out = Command::new(apxs())
         .args(["-c", "mod_mpmtest.c"])
         .current_dir(dir)
         .output()

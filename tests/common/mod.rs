@@ -1,4 +1,5 @@
-//! Harness shared by the end-to-end tests: starts Debian's stock apache2 with
+//! Harness shared by the end-to-end tests: starts httpd (`$HTTPD`, Debian's
+//! apache2 by default, its modules where `$APXS -q LIBEXECDIR` says) with
 //! the MPM under test loaded into a throw-away server root, and talks raw
 //! HTTP/1.1 to it over loopback.
 //!
@@ -25,8 +26,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const APACHE: &str = "/usr/sbin/apache2";
-const STOCK_MODULES: &str = "/usr/lib/apache2/modules";
+/// The httpd binary: `$HTTPD` (`make test HTTPD=...`), else Debian's.
+fn apache() -> &'static str {
+    static HTTPD: OnceLock<String> = OnceLock::new();
+    HTTPD.get_or_init(|| std::env::var("HTTPD").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "/usr/sbin/apache2".into()))
+}
+
+/// apxs of the httpd under test: `$APXS`, else the one on PATH.
+pub fn apxs() -> String {
+    std::env::var("APXS").ok().filter(|a| !a.is_empty()).unwrap_or_else(|| "apxs".into())
+}
+
+/// That httpd's module directory, as its apxs (`$APXS`, else the one on
+/// PATH) tells it: where the stock modules the tests load are.
+fn module_dir() -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let apxs = apxs();
+        let out = Command::new(&apxs).args(["-q", "LIBEXECDIR"]).output().unwrap_or_else(|e| panic!("{apxs}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
 
 /// Read/write timeout of every client socket unless a test sets another.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,7 +164,7 @@ fn stock_modules(cgi: bool) -> Vec<(&'static str, &'static str)> {
 fn unixd_compiled_in() -> bool {
     static COMPILED_IN: OnceLock<bool> = OnceLock::new();
     *COMPILED_IN.get_or_init(|| {
-        let out = Command::new(APACHE)
+        let out = Command::new(apache())
             .arg("-l")
             .output()
             .expect("run apache2 -l");
@@ -245,8 +265,11 @@ pub struct ServerBuilder {
     mib50_file: bool,
 }
 
-/// Debian's own event MPM, for tests that compare with it in the same run.
-pub const STOCK_EVENT: &str = "/usr/lib/apache2/modules/mod_mpm_event.so";
+/// The stock event MPM of the httpd under test, for tests that compare
+/// with it in the same run.
+pub fn stock_event() -> String {
+    format!("{}/mod_mpm_event.so", module_dir())
+}
 
 pub fn server() -> ServerBuilder {
     ServerBuilder {
@@ -383,10 +406,10 @@ impl ServerBuilder {
         }
         conf += &format!("LoadModule mpm_event_module \"{}\"\n", self.mpm.display());
         for (name, file) in stock_modules(self.cgi) {
-            conf += &format!("LoadModule {name} \"{STOCK_MODULES}/{file}\"\n");
+            conf += &format!("LoadModule {name} \"{}/{file}\"\n", module_dir());
         }
         for (name, file) in &self.extra_modules {
-            conf += &format!("LoadModule {name} \"{STOCK_MODULES}/{file}\"\n");
+            conf += &format!("LoadModule {name} \"{}/{file}\"\n", module_dir());
         }
         conf += &format!(
             "TypesConfig \"{d}/mime.types\"\n\
@@ -424,7 +447,7 @@ impl ServerBuilder {
     pub fn config_test(self) -> ConfigCheck {
         let dir = TempDir::new();
         let (conf, _, _) = self.prepare(dir.path());
-        let out = Command::new(APACHE)
+        let out = Command::new(apache())
             .arg("-t")
             .arg("-f")
             .arg(&conf)
@@ -446,7 +469,7 @@ impl ServerBuilder {
         let dir = TempDir::new();
         let (conf, port, port6) = self.prepare(dir.path());
         let console = fs::File::create(dir.path().join("console.log")).unwrap();
-        let mut command = Command::new(APACHE);
+        let mut command = Command::new(apache());
         if let Some(limit) = self.max_open_files {
             let lim = libc::rlimit {
                 rlim_cur: limit,
