@@ -4,7 +4,8 @@
 #   make test       install missing Debian packages, build, run all tests
 #   make run        build and start httpd in the foreground on 127.0.0.1:$(PORT)
 #   make bench      build, then benchmark against stock event/worker and nginx (QUICK=1: ~3 min)
-#   make install    copy the module to `apxs -q LIBEXECDIR` (+ Debian mods-available files)
+#   make install    copy the module, stripped, to `apxs -q LIBEXECDIR` (+ Debian mods-available files)
+#   make deb        build the Debian package (build/libapache2-mpm-event-rs_*.deb)
 #   make deps       install missing Debian packages (scripts/deps.sh)
 #   make clean      remove target/ and build/
 #
@@ -80,6 +81,9 @@ toolchain:
 test: deps all
 	MPM_MODULE=$(MPM_MODULE) HTTPD=$(HTTPD) APXS="$(APXS)" $(CARGO) test --release -- --test-threads=1
 	MPM_MODULE=$(MPM_MODULE) HTTPD=$(HTTPD) APXS=$(APXS) scripts/apache-test.sh
+	$(MAKE) --no-print-directory deb
+	lintian --fail-on error,warning $(LINTIAN_ACCEPTED) $(DEB)
+	tests/deb/install-remove.sh $(DEB)
 
 run: $(RUN_PREREQ)
 	APXS="$(APXS)" scripts/run.sh --module "$(MPM_MODULE)" --port "$(PORT)" \
@@ -95,13 +99,24 @@ bench: $(RUN_PREREQ)
 	bench/bench.sh $(if $(filter-out 0,$(PROFILE)),--profile,$(if $(filter-out 0,$(QUICK)),--quick)) \
 	    --module "$(MPM_MODULE)" $(BENCH_ARGS)
 
+# `make deb`: build/libapache2-mpm-event-rs_<version>_<arch>.deb (scripts/deb.sh).
+# The one lintian tag accepted: the package is named for what it replaces
+# (an MPM, like apache2-bin's mpm_event), not libapache2-mod-*.
+DEB_VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
+DEB := $(BUILD_DIR)/libapache2-mpm-event-rs_$(DEB_VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+LINTIAN_ACCEPTED := --suppress-tags non-standard-apache2-module-package-name
+.PHONY: deb
+deb: all
+	APXS="$(APXS)" scripts/deb.sh $(BUILT_MODULE)
+
 # The module is written to a temporary name and renamed, so that a running
 # httpd that has the old file mapped keeps working until it is restarted.
 install: $(INSTALL_PREREQ)
 	@test -f "$(MPM_MODULE)" || { echo "no module at $(MPM_MODULE)" >&2; exit 1; }
 	@test -n "$(LIBEXECDIR)" || { echo "'$(APXS) -q LIBEXECDIR' failed (is apache2-dev installed?)" >&2; exit 1; }
 	install -d -m 755 "$(DESTDIR)$(LIBEXECDIR)"
-	install -m 644 "$(MPM_MODULE)" "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp"
+	objcopy --strip-unneeded "$(MPM_MODULE)" "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp"
+	chmod 644 "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp"
 	mv -f "$(DESTDIR)$(LIBEXECDIR)/.$(MODULE_FILE).tmp" "$(DESTDIR)$(LIBEXECDIR)/$(MODULE_FILE)"
 	@if [ -d "$(DESTDIR)$(MODS_AVAILABLE)" ]; then \
 	    set -x; \

@@ -27,6 +27,10 @@ PACKAGES=(
     # the Apache::Test suite (tests/apache): TLS client, certificate
     libio-socket-ssl-perl
     openssl
+    # make deb and its checks: dpkg-shlibdeps, objcopy, lintian
+    dpkg-dev
+    binutils
+    lintian
 )
 
 check_only=0
