@@ -27,6 +27,13 @@ PACKAGES=(
     # the Apache::Test suite (tests/apache): TLS client, certificate
     libio-socket-ssl-perl
     openssl
+    # scripts/build-httpd.sh: a second httpd from source (APR is Debian's)
+    build-essential
+    libssl-dev
+    libnghttp2-dev
+    libpcre2-dev
+    zlib1g-dev
+    python3-pip
     # make deb and its checks: dpkg-shlibdeps, objcopy, lintian
     dpkg-dev
     binutils

@@ -155,23 +155,29 @@ fn stock_modules(cgi: bool) -> Vec<(&'static str, &'static str)> {
     if cgi {
         modules.push(("cgid_module", "mod_cgid.so"));
     }
-    if !unixd_compiled_in() {
-        modules.push(("unixd_module", "mod_unixd.so"));
+    // Debian's httpd has these built in; one built from source (its
+    // default layout) has them as modules.
+    for (name, source, file) in [
+        ("unixd_module", "mod_unixd.c", "mod_unixd.so"),
+        ("log_config_module", "mod_log_config.c", "mod_log_config.so"),
+    ] {
+        if !compiled_in(source) {
+            modules.push((name, file));
+        }
     }
     modules
 }
 
-fn unixd_compiled_in() -> bool {
-    static COMPILED_IN: OnceLock<bool> = OnceLock::new();
-    *COMPILED_IN.get_or_init(|| {
-        let out = Command::new(apache())
-            .arg("-l")
-            .output()
-            .expect("run apache2 -l");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == "mod_unixd.c")
-    })
+/// Whether the httpd has module `source` (e.g. "mod_unixd.c") built in.
+fn compiled_in(source: &str) -> bool {
+    static BUILT_IN: OnceLock<Vec<String>> = OnceLock::new();
+    BUILT_IN
+        .get_or_init(|| {
+            let out = Command::new(apache()).arg("-l").output().expect("run httpd -l");
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_owned()).collect()
+        })
+        .iter()
+        .any(|l| l == source)
 }
 
 fn is_root() -> bool {
