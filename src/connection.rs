@@ -346,7 +346,7 @@ impl Conn {
     /// formatted when that level is off.
     pub fn trace(&self, level: u32, what: &str) {
         if log::enabled(level) {
-            log::conn(level, self.c.as_ptr(), &format!("{what} from state {}", self.state()));
+            log::conn(level, self.c, &format!("{what} from state {}", self.state()));
         }
     }
 

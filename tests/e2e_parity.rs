@@ -253,14 +253,13 @@ fn per_module_log_level_shows_stocks_child_lifecycle_lines() {
             .log_level(level)
             .directives("ServerLimit 4\nStartServers 2\nThreadsPerChild 25\nMaxRequestWorkers 50\n")
             .start();
-        let mut generation = server.config_generation().expect("generation at start");
-        for _ in 0..3 {
+        let first = server.config_generation().expect("generation at start");
+        for generation in first..first + 3 {
             server.signal(libc::SIGUSR1);
             assert!(
                 wait_until(Duration::from_secs(10), || server.config_generation().is_some_and(|g| g > generation)),
                 "a graceful restart"
             );
-            generation += 1;
         }
         // The last generation's children are up, the first ones have gone.
         wait_until(Duration::from_secs(5), || {

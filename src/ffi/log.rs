@@ -30,13 +30,13 @@ fn emit(level: u32, status: sys::apr_status_t, s: *const sys::server_rec, msg: &
 /// Logs about a connection (its client's address in the line), as
 /// `ap_log_cerror` does.
 #[track_caller]
-pub fn conn(level: u32, c: *mut sys::conn_rec, msg: &str) {
+pub fn conn(level: u32, c: super::httpd::Connection, msg: &str) {
     let at = Location::caller();
     let file = CString::new(at.file()).unwrap_or_default();
     let text = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    // SAFETY: as in `emit`; `c` is the caller's live conn_rec.
+    // SAFETY: as in `emit`; a Connection is a live conn_rec.
     unsafe {
-        sys::ap_log_cerror_(file.as_ptr(), at.line() as i32, module::index(), level as i32, 0, c, c"%s".as_ptr(), text.as_ptr())
+        sys::ap_log_cerror_(file.as_ptr(), at.line() as i32, module::index(), level as i32, 0, c.as_ptr(), c"%s".as_ptr(), text.as_ptr())
     };
 }
 
