@@ -21,6 +21,8 @@ const FAILED: i32 = sys::HTTP_INTERNAL_SERVER_ERROR as i32;
 /// Called by httpd only (the module record's hook registration).
 pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
     guard((), || {
+        // httpd has given the module its index by now (ap_add_module).
+        crate::ffi::set_module_index(crate::module::index());
         // Our open_logs must run before core's redirects stderr to the log.
         static CORE: SyncPtrs = SyncPtrs([c"core.c".as_ptr(), ptr::null()]);
         let really_first = sys::APR_HOOK_REALLY_FIRST;

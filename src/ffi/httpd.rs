@@ -710,7 +710,7 @@ impl Connection {
 }
 
 fn our_index() -> usize {
-    usize::try_from(crate::module::index()).expect("module index assigned")
+    usize::try_from(super::module_index()).expect("module index assigned")
 }
 
 /// `ap_set_module_config` (a macro in httpd).

@@ -6,7 +6,6 @@ use std::panic::Location;
 use std::ptr;
 
 use super::sys;
-use crate::module;
 
 fn emit(level: u32, status: sys::apr_status_t, s: *const sys::server_rec, msg: &str, at: &Location) {
     let file = CString::new(at.file()).unwrap_or_default();
@@ -17,7 +16,7 @@ fn emit(level: u32, status: sys::apr_status_t, s: *const sys::server_rec, msg: &
         sys::ap_log_error_(
             file.as_ptr(),
             at.line() as i32,
-            module::index(),
+            super::module_index(),
             level as i32,
             status,
             s,
@@ -36,7 +35,7 @@ pub fn conn(level: u32, c: super::httpd::Connection, msg: &str) {
     let text = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     // SAFETY: as in `emit`; a Connection is a live conn_rec.
     unsafe {
-        sys::ap_log_cerror_(file.as_ptr(), at.line() as i32, module::index(), level as i32, 0, c.as_ptr(), c"%s".as_ptr(), text.as_ptr())
+        sys::ap_log_cerror_(file.as_ptr(), at.line() as i32, super::module_index(), level as i32, 0, c.as_ptr(), c"%s".as_ptr(), text.as_ptr())
     };
 }
 
@@ -65,6 +64,6 @@ pub fn enabled(level: u32) -> bool {
     // server_rec's log configuration.
     unsafe {
         let s = sys::ap_server_conf;
-        s.is_null() || sys::ap_get_server_module_loglevel(s, module::index()) >= (level & sys::APLOG_LEVELMASK) as i32
+        s.is_null() || sys::ap_get_server_module_loglevel(s, super::module_index()) >= (level & sys::APLOG_LEVELMASK) as i32
     }
 }

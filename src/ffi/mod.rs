@@ -11,6 +11,7 @@ pub mod socket;
 pub mod sys;
 
 use std::ffi::{CStr, c_char};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Borrows a C string from httpd as `&str`, or "" when it is null or not UTF-8.
 ///
@@ -39,3 +40,16 @@ impl<T> Clone for SendPtr<T> {
     }
 }
 impl<T> Copy for SendPtr<T> {}
+
+/// This module's index in httpd's per-module vectors (configuration,
+/// log levels), handed down once by the entry points when httpd registers
+/// the module's hooks (at every load), so that nothing here reaches up.
+static MODULE_INDEX: AtomicI32 = AtomicI32::new(-1);
+
+pub fn set_module_index(index: i32) {
+    MODULE_INDEX.store(index, Ordering::Release);
+}
+
+pub fn module_index() -> i32 {
+    MODULE_INDEX.load(Ordering::Acquire)
+}
