@@ -4,7 +4,7 @@
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::child::{Mode, Runtime};
@@ -200,6 +200,9 @@ pub struct Conn {
     /// set from httpd's post_read_request hook.
     ka_timeout: AtomicI64,
     io_timeout: AtomicI64,
+    /// Its reads time out instead of waiting (`head_timed_out`), until the
+    /// request's head turns out complete (post_read_request).
+    late_head: AtomicBool,
     /// Known to the workers' pollset (armed there at least once).
     registered: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
@@ -278,6 +281,7 @@ impl Conn {
             sbh: parts.sbh,
             ka_timeout: AtomicI64::new(ka),
             io_timeout: AtomicI64::new(io),
+            late_head: AtomicBool::new(false),
             registered,
             draining: false,
             suspended: false,
@@ -719,19 +723,16 @@ fn wait_for_more(fd: RawFd, bytes: usize, raised: u32) -> u32 {
 /// connection ends at its KeepAliveTimeout), so that no client races a
 /// request against our FIN.
 pub fn end_idle_sessions(rt: &Runtime) {
+    let session = |item: &Waiting| matches!(item, Waiting::Conn(c) if !c.c.speaks_http1());
     let idle = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let mut idle = parked.take_all(Wait::KeepAlive);
-        idle.extend(parked.take_all(Wait::KeepAliveWhole));
+        let mut idle = parked.take_where(Wait::KeepAlive, session);
+        idle.extend(parked.take_where(Wait::KeepAliveWhole, session));
         rt.publish(&parked);
         idle
     };
-    for (item, since) in idle {
-        let Waiting::Conn(conn) = item else { continue };
-        if conn.c.speaks_http1() {
-            let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
-            rt.park(Waiting::Conn(conn), Wait::KeepAliveWhole, t, since, Interest::Read);
-        } else {
+    for (item, _) in idle {
+        if let Waiting::Conn(conn) = item {
             rt.shutdown(conn);
         }
     }
@@ -761,6 +762,7 @@ pub fn dehydrate_idle(rt: &Runtime, idle_since: Instant) -> usize {
 /// runs out, as stock does.
 fn head_timed_out(conn: &Conn) {
     conn.c.time_out_waiting_reads();
+    conn.late_head.store(true, Ordering::Relaxed);
     conn.set_state(PROCESSING);
 }
 
@@ -873,13 +875,16 @@ pub fn post_read_request(r: Request) {
     if me.is_null() {
         return;
     }
+    // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
+    // its request runs; set_timeouts and late_head only touch atomics.
+    let me = unsafe { &*me };
     // The head came complete after all (just after its deadline): the
     // request's body is waited for as usual.
-    c.wait_in_reads();
+    if me.late_head.swap(false, Ordering::Relaxed) {
+        c.wait_in_reads();
+    }
     let (ka, io) = r.timeouts();
-    // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
-    // its request runs; set_timeouts only touches atomics.
-    unsafe { (*me).set_timeouts(ka, io) };
+    me.set_timeouts(ka, io);
 }
 
 /// A connection switched protocol without a request: take `s`'s timeouts.

@@ -259,13 +259,15 @@ impl<T> Parked<T> {
         listed.chain(q.early.iter().map(|&(_, i)| i))
     }
 
-    /// Removes every entry of one kind, with when each was parked.
-    pub fn take_all(&mut self, wait: Wait) -> Vec<(T, Instant)> {
+    /// Removes the entries of one kind that `pick` picks, with when each
+    /// was parked.
+    pub fn take_where(&mut self, wait: Wait, pick: impl Fn(&T) -> bool) -> Vec<(T, Instant)> {
         let tokens: Vec<Token> = self
             .queues
             .iter()
             .filter(|q| q.wait == wait)
             .flat_map(|q| self.indexes(q))
+            .filter(|&i| pick(&self.entry(i).item))
             .map(|i| Token::new(i, self.slots[i as usize].generation))
             .collect();
         tokens.into_iter().filter_map(|t| self.remove(t)).map(|(item, _, since)| (item, since)).collect()
@@ -402,7 +404,7 @@ mod tests {
         assert_eq!(p.next_expiry(), Some(t0 + 4 * S));
         assert_eq!(p.oldest(Wait::Head), Some(t0));
         p.insert("next", Wait::Head, 4 * S, t0 + 3 * S);
-        let mut all = p.take_all(Wait::Head);
+        let mut all = p.take_where(Wait::Head, |_| true);
         all.sort();
         assert_eq!(all, vec![("early", t0), ("late", t0 + 2 * S), ("next", t0 + 3 * S)]);
         assert_eq!(p.remove(early), None);
@@ -443,7 +445,7 @@ mod tests {
         assert_eq!(p.count(Wait::Linger), 1);
         p.insert("d", Wait::KeepAlive, 2 * S, t0);
         p.insert("e", Wait::KeepAlive, 10 * S, t0 + S);
-        let mut all = p.take_all(Wait::KeepAlive);
+        let mut all = p.take_where(Wait::KeepAlive, |_| true);
         all.sort();
         assert_eq!(all, vec![("d", t0), ("e", t0 + S)]);
         assert_eq!((p.count(Wait::KeepAlive), p.count(Wait::Linger)), (0, 1));

@@ -173,16 +173,6 @@ fn h2load_across_restarts(server: &Server, url: &str) -> u64 {
 #[ignore = "HTTP/2 across graceful restarts does not match stock yet (issue 17)"]
 fn h2load_across_graceful_restarts_fails_no_more_streams_than_stock() {
     let certs = TempDir::new();
-    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
     let run = |mpm: &str, tls: bool| {
         let mut b = server()
             .mpm(mpm)
@@ -191,14 +181,7 @@ fn h2load_across_graceful_restarts_fails_no_more_streams_than_stock() {
             .load_module("http2_module", "mod_http2.so")
             .directives("ServerLimit 4\nStartServers 2\nThreadsPerChild 25\nMaxRequestWorkers 100\n");
         if tls {
-            b = b
-                .load_module("socache_shmcb_module", "mod_socache_shmcb.so")
-                .load_module("ssl_module", "mod_ssl.so")
-                .directives(&format!(
-                    "SSLEngine on\nSSLCertificateFile \"{}\"\nSSLCertificateKeyFile \"{}\"\nProtocols h2 http/1.1\n",
-                    cert.display(),
-                    key.display()
-                ));
+            b = b.tls(certs.path()).directives("Protocols h2 http/1.1\n");
         } else {
             b = b.directives("Protocols h2c http/1.1\n");
         }

@@ -443,6 +443,28 @@ impl ServerBuilder {
         (conf_path, port, port6)
     }
 
+    /// Serves TLS (mod_ssl) on the server's port, with a self-signed
+    /// certificate for 127.0.0.1 made with openssl in `dir`.
+    pub fn tls(self, dir: &Path) -> Self {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(made.success(), "openssl req");
+        self.load_module("socache_shmcb_module", "mod_socache_shmcb.so")
+            .load_module("ssl_module", "mod_ssl.so")
+            .directives(&format!(
+                "SSLEngine on\nSSLCertificateFile \"{}\"\nSSLCertificateKeyFile \"{}\"\n",
+                cert.display(),
+                key.display()
+            ))
+    }
+
     /// Runs this MPM module instead of the one under test.
     pub fn mpm(mut self, module: &str) -> Self {
         self.mpm = PathBuf::from(module);
