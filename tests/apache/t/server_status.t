@@ -53,9 +53,17 @@ check(join(' ', map { "$_=" . ($int->($status, $_) // 'missing') } @async) =~ /m
 # Idle keep-alive connections wait in the MPM's listener, not in a worker.
 my $accesses = $int->($status, 'Total Accesses') // 0;
 my @idle = map { my $c = MpmTest::Conn->new; $c->get('/small.txt'); $c } 1 .. 5;
-my $after = eval { server_status() } || {};
-my $idle_workers = $int->($after, 'IdleWorkers') // -1;
-check($idle_workers >= ($int->($after, 'Processes') // 0) * 25 - 1 ? 'yes' : "IdleWorkers: $idle_workers",
+# A worker that wrote the last response may not have marked itself idle
+# yet when the client has it: look again for a second before judging.
+my $after = {};
+my $idle_workers = -1;
+my $all_idle = sub {
+    $after = eval { server_status() } || {};
+    $idle_workers = $int->($after, 'IdleWorkers') // -1;
+    $idle_workers >= ($int->($after, 'Processes') // 0) * 25 - 1;
+};
+wait_until(1, $all_idle);
+check($all_idle->() ? 'yes' : "IdleWorkers: $idle_workers",
       'yes', '5 idle keep-alive connections hold no worker');
 my $accesses_after = $int->($after, 'Total Accesses') // 0;
 check($accesses_after >= $accesses + 6 ? 'yes' : "Total Accesses $accesses -> $accesses_after",
