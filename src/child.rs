@@ -15,7 +15,7 @@ use crate::ffi::pool::{Pool, PoolRef};
 use crate::ffi::socket::{self, Listener};
 use crate::ffi::{guard, log, score, sys};
 use crate::listener;
-use crate::parent::{self, Bucket};
+use crate::process::{self, Bucket};
 use crate::poller::{BELL, ConnPoll, Event, Events, HALT, Interest, Poller};
 use crate::queue::{Baton, Popped, Sleeper, WorkQueue};
 use crate::retained;
@@ -674,21 +674,21 @@ fn exit_child(pchild: Pool, code: i32, stopping_told: bool) -> ! {
         httpd::run_child_stopping(&pchild, false);
     }
     drop(pchild);
-    if parent::one_process() {
-        parent::note_child_stopped(0, 0, 0);
+    if process::one_process() {
+        process::note_child_stopped(0, 0, 0);
     }
     std::process::exit(code);
 }
 
 /// The body of a child process; never returns.
 pub fn main(slot: usize, bucket: usize) -> ! {
-    let one = parent::one_process();
+    let one = process::one_process();
     retained::mpm().mpm_state = sys::AP_MPMQ_STARTING as i32;
     if !one {
         httpd::set_signal(libc::SIGTERM, just_die);
     }
     httpd::fatal_signal_child_setup();
-    let generation = parent::generation();
+    let generation = process::generation();
     // SAFETY: pconf lives until the process exits.
     let pconf = unsafe { PoolRef::from_raw(generation.pconf.0) }.expect("pconf");
     let pchild = pconf.child(c"pchild");

@@ -1,5 +1,8 @@
-//! Every function httpd calls into: hooks, directive setters. Each one runs
-//! its body through the panic guard; the bodies live in the other modules.
+//! Every function httpd calls into: the module record httpd loads
+//! (`mpm_event_module`, named "event.c" like stock so that `<IfModule
+//! mpm_event_module>` and mod_http2's check for "event.c" work), hooks,
+//! directive setters. Each one runs its body through the panic guard; the
+//! bodies live in the other modules.
 
 use std::ffi::{CStr, c_char};
 use std::ptr;
@@ -11,7 +14,37 @@ use crate::ffi::httpd::{self, Connection};
 use crate::ffi::pool::PoolRef;
 use crate::ffi::{cstr, log, sys};
 use crate::parent;
+use crate::process;
 use crate::retained;
+
+/// httpd writes module_index, next, name and dynamic_load_handle into this
+/// record, so it must be a writable static.
+#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals)]
+pub static mut mpm_event_module: sys::module = sys::module {
+    version: sys::MODULE_MAGIC_NUMBER_MAJOR as i32,
+    minor_version: sys::MODULE_MAGIC_NUMBER_MINOR as i32,
+    module_index: -1,
+    name: c"event.c".as_ptr(),
+    dynamic_load_handle: ptr::null_mut(),
+    next: ptr::null_mut(),
+    magic: sys::MODULE_MAGIC_COOKIE as std::ffi::c_ulong,
+    rewrite_args: None,
+    create_dir_config: None,
+    merge_dir_config: None,
+    create_server_config: None,
+    merge_server_config: None,
+    cmds: (&raw const sys::event_rs_cmds).cast::<sys::command_rec>(),
+    register_hooks: Some(register_hooks),
+    flags: 0,
+};
+
+/// Our index in httpd's per-module configuration vectors.
+fn module_index() -> i32 {
+    // SAFETY: httpd writes module_index once, at load, before any hook; a
+    // plain read of an int.
+    unsafe { ptr::addr_of!(mpm_event_module.module_index).read() }
+}
 
 const OK: i32 = sys::OK as i32;
 const DECLINED: i32 = sys::DECLINED;
@@ -22,7 +55,7 @@ const FAILED: i32 = sys::HTTP_INTERNAL_SERVER_ERROR as i32;
 pub unsafe extern "C" fn register_hooks(_p: *mut sys::apr_pool_t) {
     guard((), || {
         // httpd has given the module its index by now (ap_add_module).
-        crate::ffi::set_module_index(crate::module::index());
+        crate::ffi::set_module_index(module_index());
         // Our open_logs must run before core's redirects stderr to the log.
         static CORE: SyncPtrs = SyncPtrs([c"core.c".as_ptr(), ptr::null()]);
         let really_first = sys::APR_HOOK_REALLY_FIRST;
@@ -57,8 +90,8 @@ unsafe extern "C" fn pre_config(pconf: *mut sys::apr_pool_t, _plog: *mut sys::ap
         let one = debug || httpd::config_define(c"ONE_PROCESS");
         let no_detach = !debug && httpd::config_define(c"NO_DETACH");
         let foreground = debug || httpd::config_define(c"FOREGROUND");
-        parent::set_one_process(one);
-        parent::set_generation(None);
+        process::set_one_process(one);
+        process::set_generation(None);
 
         retained::attach();
         let r: *mut retained::Retained = retained::get();
