@@ -246,11 +246,11 @@ unsafe extern "C" fn late_head_filter(f: *mut sys::ap_filter_t, bb: *mut sys::ap
 
 unsafe extern "C" fn register_timed_callback(t: sys::apr_time_t, cbfn: sys::ap_mpm_callback_fn_t, baton: *mut std::ffi::c_void) -> sys::apr_status_t {
     guard(sys::APR_EGENERAL as i32, || {
-        let (Some(rt), Some(func)) = (crate::child::runtime(), cbfn) else {
+        let (Some(rt), Some(func)) = (crate::engine::runtime(), cbfn) else {
             return sys::APR_ENOTIMPL as i32;
         };
         let delay = std::time::Duration::from_micros(t.max(0) as u64);
-        rt.register_callback(delay, connection::Callback { func, baton: crate::ffi::SendPtr(baton) });
+        rt.register_callback(delay, crate::engine::Callback { func, baton: crate::ffi::SendPtr(baton) });
         0
     })
 }

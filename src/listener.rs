@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::balance;
-use crate::child::{self, Limit, Mode, POLLER_GRACE, Runtime};
-use crate::connection::{self, NewSocket, Task, Waiting};
+use crate::connection;
+use crate::engine::{self, Limit, Mode, NewSocket, POLLER_GRACE, Runtime, Task, Waiting};
 use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
@@ -188,7 +188,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             match ev.token {
                 WAKER => {
                     rt.poller.reset_waker();
-                    if let Some(mode) = child::signalled_stop() {
+                    if let Some(mode) = engine::signalled_stop() {
                         rt.stop(mode);
                     }
                 }

@@ -6,7 +6,7 @@ use crate::child;
 use crate::config::{self, MpmConfig};
 use crate::ffi::httpd::{self, Pod};
 use crate::ffi::pool::PoolRef;
-use crate::ffi::{SendPtr, log, reap, score, sys};
+use crate::ffi::{log, reap, score, sys};
 use crate::process::{Bucket, Generation, gen_number, generation, note_child_started, note_child_stopped, one_process, set_generation};
 use crate::retained::{self, MAX_SPAWN_RATE};
 use crate::stats;
@@ -42,7 +42,7 @@ pub fn open_listeners(pconf: PoolRef<'static>, startup: bool) -> bool {
     }
     retained::get().ensure_buckets(buckets.len());
     mpm.num_buckets = buckets.len() as i32;
-    set_generation(Some(Generation { pconf: SendPtr(pconf.as_ptr()), buckets, one_process: one }));
+    set_generation(Some(Generation { pconf, buckets, one_process: one }));
     true
 }
 

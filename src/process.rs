@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use crate::config;
 use crate::ffi::httpd::{self, Pod};
 use crate::ffi::socket::Listener;
-use crate::ffi::{SendPtr, log, score, sys};
+use crate::ffi::pool::PoolRef;
+use crate::ffi::{log, score, sys};
 use crate::retained;
 
 /// One listener bucket: its sockets and the pipe of death of its children.
@@ -21,7 +22,7 @@ pub struct Bucket {
 /// What open_logs sets up for the generation being started.
 #[derive(Clone)]
 pub struct Generation {
-    pub pconf: SendPtr<sys::apr_pool_t>,
+    pub pconf: PoolRef<'static>,
     pub buckets: Vec<Bucket>,
     pub one_process: bool,
 }

@@ -336,6 +336,15 @@ pub fn run_child_stopping(pchild: &Pool, graceful: bool) {
 
 pub type SignalHandler = unsafe extern "C" fn(i32);
 
+/// Makes `sig` end the process at once, as stock's just_die does.
+pub fn die_on_signal(sig: i32) {
+    extern "C" fn just_die(_sig: i32) {
+        // SAFETY: ends the process at once; async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    set_signal(sig, just_die);
+}
+
 pub fn set_signal(sig: i32, handler: SignalHandler) {
     // SAFETY: installs a handler that is async-signal-safe (ours only set
     // atomics or exit).
@@ -365,26 +374,30 @@ pub struct Thread(NonNull<sys::apr_thread_t>);
 // SAFETY: the handle is only used to join, from the thread that made it.
 unsafe impl Send for Thread {}
 
-pub type ThreadMain = unsafe extern "C" fn(*mut sys::apr_thread_t, *mut c_void) -> *mut c_void;
-
-/// Starts a thread running `main(thread, arg)`.
-///
-/// # Safety
-/// `arg` must stay valid for as long as `main` uses it, and `main` must
-/// take it for what the caller made it.
-pub unsafe fn spawn(pool: &Pool, main: ThreadMain, arg: *mut c_void) -> Result<Thread, sys::apr_status_t> {
+/// Starts a thread running `main`, which is given the APR thread it runs
+/// on; a panic in it ends the child process (`guard_child_thread`).
+pub fn spawn<F: FnOnce(*mut sys::apr_thread_t) + Send + 'static>(pool: &Pool, main: F) -> Result<Thread, sys::apr_status_t> {
+    unsafe extern "C" fn start<F: FnOnce(*mut sys::apr_thread_t)>(thd: *mut sys::apr_thread_t, arg: *mut c_void) -> *mut c_void {
+        // SAFETY: arg is the Box<F> that spawn made for this thread alone.
+        let main = unsafe { Box::from_raw(arg.cast::<F>()) };
+        super::guard::guard_child_thread(|| main(thd));
+        ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(main));
     let mut attr = ptr::null_mut();
     let mut thd = ptr::null_mut();
     // SAFETY: out-pointers valid; pool outlives the thread (joined before
-    // the pool is destroyed).
+    // the pool is destroyed); `start::<F>` takes `arg` for what it is.
     unsafe {
         sys::apr_threadattr_create(&mut attr, pool.as_ptr());
         sys::apr_threadattr_detach_set(attr, 0);
         if sys::ap_thread_stacksize != 0 {
             sys::apr_threadattr_stacksize_set(attr, sys::ap_thread_stacksize);
         }
-        let rv = sys::ap_thread_create(&mut thd, attr, Some(main), arg, pool.as_ptr());
+        let rv = sys::ap_thread_create(&mut thd, attr, Some(start::<F>), arg.cast(), pool.as_ptr());
         if rv != 0 {
+            // The thread was not created: the box is still ours.
+            drop(Box::from_raw(arg));
             return Err(rv);
         }
     }

@@ -17,6 +17,12 @@ unsafe impl Send for Pool {}
 #[derive(Clone, Copy)]
 pub struct PoolRef<'a>(NonNull<sys::apr_pool_t>, PhantomData<&'a ()>);
 
+// SAFETY: a pool httpd keeps for the whole process (pconf) is only given
+// subpools, which APR allows from any thread while it is not destroyed.
+unsafe impl Send for PoolRef<'static> {}
+// SAFETY: as above.
+unsafe impl Sync for PoolRef<'static> {}
+
 impl<'a> PoolRef<'a> {
     /// # Safety
     /// `p` is a live pool for all of `'a`.
