@@ -12,8 +12,8 @@ use crate::ffi::{log, sys};
 use crate::listener;
 use crate::poller::{ConnPoll, Poller};
 use crate::process::{self, Bucket};
-use crate::retained;
-use crate::stats;
+use crate::ffi::retained;
+use crate::ffi::stats;
 use crate::worker;
 
 /// Starts one of the child's threads; `None` (logged) when it could not.

@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use crate::ffi::retained::FirstLimits;
+
 /// AsyncRequestWorkerFactor is kept in sixteenths, as stock does, so that the
 /// per-accept limit check stays in integers.
 pub const WORKER_FACTOR_SCALE: u32 = 16;
@@ -112,15 +114,6 @@ pub struct Warning {
 
 fn warn(out: &mut Vec<Warning>, startup: String, restart: String) {
     out.push(Warning { startup, restart });
-}
-
-/// The limits fixed by the first generation: ServerLimit and ThreadLimit
-/// cannot change across restarts (the scoreboard is sized by them).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FirstLimits {
-    pub server_limit: i32,
-    pub thread_limit: i32,
 }
 
 impl MpmConfig {

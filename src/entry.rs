@@ -15,7 +15,7 @@ use crate::ffi::pool::PoolRef;
 use crate::ffi::{cstr, log, sys};
 use crate::parent;
 use crate::process;
-use crate::retained;
+use crate::ffi::retained;
 
 /// httpd writes module_index, next, name and dynamic_load_handle into this
 /// record, so it must be a writable static.

@@ -22,8 +22,6 @@ pub mod parent;
 pub mod poller;
 pub mod process;
 pub mod queue;
-pub mod retained;
-pub mod stats;
 pub mod status;
 pub mod suspend;
 pub mod timers;

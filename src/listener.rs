@@ -16,8 +16,8 @@ use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
 use crate::ffi::{log, score, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
-use crate::retained;
-use crate::stats;
+use crate::ffi::retained;
+use crate::ffi::stats;
 use crate::timers::{Token, Wait};
 
 /// How long accepting pauses after running out of descriptors or memory.

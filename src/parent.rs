@@ -8,8 +8,8 @@ use crate::ffi::httpd::{self, Pod};
 use crate::ffi::pool::PoolRef;
 use crate::ffi::{log, reap, score, sys};
 use crate::process::{Bucket, Generation, gen_number, generation, note_child_started, note_child_stopped, one_process, set_generation};
-use crate::retained::{self, MAX_SPAWN_RATE};
-use crate::stats;
+use crate::ffi::retained::{self, MAX_SPAWN_RATE};
+use crate::ffi::stats;
 
 /// open_logs: opens the listeners, splits them into buckets, opens a pipe
 /// of death per bucket. Returns false (after logging) on failure.

@@ -14,10 +14,13 @@
 //!   look at the queue and exit.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::ffi::epoll::{Epoll, EventFd};
 use crate::timers::Token;
+
+pub use crate::ffi::epoll::{Event, Events};
 
 /// Token of the listener's waker.
 pub const WAKER: u64 = Token::MAX + 1;
@@ -36,115 +39,16 @@ pub enum Interest {
     Write,
 }
 
-fn cvt(rv: libc::c_int) -> io::Result<libc::c_int> {
-    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv) }
-}
-
-/// One ready descriptor.
-#[derive(Debug, Clone, Copy)]
-pub struct Event {
-    pub token: u64,
-    pub readable: bool,
-    pub writable: bool,
-    /// Error, hang-up, or the peer shut its sending side down: no more
-    /// data will come; the owner finds out what by doing I/O.
-    pub closed: bool,
-}
-
-pub struct Events(Vec<libc::epoll_event>);
-
-impl Events {
-    pub fn with_capacity(n: usize) -> Self {
-        Events(Vec::with_capacity(n.max(1)))
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.0.iter().map(|e| {
-            let bits = e.events;
-            Event {
-                token: e.u64,
-                readable: bits & (libc::EPOLLIN as u32) != 0,
-                writable: bits & (libc::EPOLLOUT as u32) != 0,
-                closed: bits & ((libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32) != 0,
-            }
-        })
-    }
-}
-
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Self> {
-        // SAFETY: a plain syscall; the descriptor is owned from here on.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a valid epoll_event for the call; a stale or
-        // closed fd only yields an error.
-        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) }).map(drop)
-    }
-
-    /// Arms a connection for one event. `registered` says whether the fd is
-    /// already known to this set (then MOD, else ADD).
-    fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
-        let dir = match interest {
-            Interest::Read => libc::EPOLLIN | libc::EPOLLRDHUP,
-            Interest::Write => libc::EPOLLOUT,
-        };
-        let events = (dir | libc::EPOLLONESHOT) as u32;
-        let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
-        self.ctl(op, fd, events, token.0)
-    }
-
-    /// Waits for events; `None` waits until one arrives.
-    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        // Round up so that a deadline is never reported as not yet reached.
-        let ms = timeout.map_or(-1, |t| {
-            let ms = t.as_micros().div_ceil(1000);
-            ms.min(i32::MAX as u128) as i32
-        });
-        let cap = events.0.capacity() as i32;
-        events.0.clear();
-        // SAFETY: the buffer has `cap` slots; the kernel fills `n` of them,
-        // and we set the length to exactly that.
-        unsafe {
-            let n = libc::epoll_wait(self.0.as_raw_fd(), events.0.as_mut_ptr(), cap, ms);
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-            }
-            events.0.set_len(n as usize);
-        }
-        Ok(())
-    }
-}
-
-struct EventFd(OwnedFd);
-
-impl EventFd {
-    fn new() -> io::Result<Self> {
-        // SAFETY: a plain syscall; the descriptor is owned from here on.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
-        // counter (EAGAIN) is still readable, which is all that matters.
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    fn reset(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-        unsafe { libc::read(self.0.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
-    }
+/// Arms a connection for one event. `registered` says whether the fd is
+/// already known to this set (then MOD, else ADD).
+fn arm(epoll: &Epoll, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
+    let dir = match interest {
+        Interest::Read => libc::EPOLLIN | libc::EPOLLRDHUP,
+        Interest::Write => libc::EPOLLOUT,
+    };
+    let events = (dir | libc::EPOLLONESHOT) as u32;
+    let op = if registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+    epoll.ctl(op, fd, events, token.0)
 }
 
 pub struct Poller {
@@ -155,7 +59,7 @@ pub struct Poller {
 impl Poller {
     pub fn new() -> io::Result<Self> {
         let p = Poller { epoll: Epoll::new()?, waker: EventFd::new()? };
-        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.waker.0.as_raw_fd(), libc::EPOLLIN as u32, WAKER)?;
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.waker.fd(), libc::EPOLLIN as u32, WAKER)?;
         Ok(p)
     }
 
@@ -178,7 +82,7 @@ impl Poller {
     /// The waker's descriptor, for a signal handler (write is
     /// async-signal-safe).
     pub fn waker_fd(&self) -> RawFd {
-        self.waker.0.as_raw_fd()
+        self.waker.fd()
     }
 
     pub fn remove(&self, fd: RawFd) -> io::Result<()> {
@@ -186,9 +90,9 @@ impl Poller {
     }
 
     /// Arms a lingering connection, which the listener drains itself (see
-    /// `Epoll::arm`).
+    /// `arm`).
     pub fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
-        self.epoll.arm(fd, token, interest, registered)
+        arm(&self.epoll, fd, token, interest, registered)
     }
 
     /// Waits for events; `None` waits until one arrives or `wake` is called.
@@ -218,15 +122,15 @@ impl ConnPoll {
         let p = ConnPoll { epoll: Epoll::new()?, bell: EventFd::new()?, halt: EventFd::new()? };
         // Edge-triggered: every ring is one event for one waiter, never a
         // herd; the worker that takes it looks at the queue.
-        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.bell.0.as_raw_fd(), (libc::EPOLLIN | libc::EPOLLET) as u32, BELL)?;
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.bell.fd(), (libc::EPOLLIN | libc::EPOLLET) as u32, BELL)?;
         // Level-triggered and never reset: once halted, every wait returns.
-        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.halt.0.as_raw_fd(), libc::EPOLLIN as u32, HALT)?;
+        p.epoll.ctl(libc::EPOLL_CTL_ADD, p.halt.fd(), libc::EPOLLIN as u32, HALT)?;
         Ok(p)
     }
 
-    /// Arms a connection for one event (see `Epoll::arm`).
+    /// Arms a connection for one event (see `arm`).
     pub fn arm(&self, fd: RawFd, token: Token, interest: Interest, registered: bool) -> io::Result<()> {
-        self.epoll.arm(fd, token, interest, registered)
+        arm(&self.epoll, fd, token, interest, registered)
     }
 
     /// Waits for events (a worker: one at a time, so that none is held
@@ -255,6 +159,7 @@ impl ConnPoll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 

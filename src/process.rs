@@ -10,7 +10,7 @@ use crate::ffi::httpd::{self, Pod};
 use crate::ffi::socket::Listener;
 use crate::ffi::pool::PoolRef;
 use crate::ffi::{log, score, sys};
-use crate::retained;
+use crate::ffi::retained;
 
 /// One listener bucket: its sockets and the pipe of death of its children.
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::ffi::httpd::StatusRequest;
 use crate::ffi::score;
-use crate::stats;
+use crate::ffi::stats;
 
 /// Writes our section; `short` is the `?auto` form.
 pub fn render(r: StatusRequest, short: bool) {

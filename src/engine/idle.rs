@@ -12,7 +12,7 @@ use crate::cpu::{self, ThreadState};
 use crate::ffi::{log, sys};
 use crate::poller::{BELL, Events, HALT};
 use crate::queue::{Popped, Sleeper};
-use crate::stats;
+use crate::ffi::stats;
 use crate::timers::Token;
 
 use super::runtime::{Mode, POLLER_GRACE, Runtime};

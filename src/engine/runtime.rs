@@ -16,7 +16,7 @@ use crate::ffi::{score, sys};
 use crate::head::HeadLimits;
 use crate::poller::{ConnPoll, Poller};
 use crate::queue::{Baton, WorkQueue};
-use crate::stats;
+use crate::ffi::stats;
 use crate::suspend::Suspended;
 use crate::timers::{Parked, Schedule, Wait};
 
@@ -107,7 +107,7 @@ impl Runtime {
         Runtime {
             slot,
             cfg,
-            generation: crate::retained::mpm().my_generation,
+            generation: crate::ffi::retained::mpm().my_generation,
             pid: std::process::id() as i32,
             poller,
             conns,

@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
+use crate::ffi::epoll;
 use crate::ffi::httpd;
 use crate::ffi::pool::Pool;
 use crate::ffi::socket;
 use crate::ffi::sys;
-use crate::retained;
+use crate::ffi::retained;
 
 use super::runtime::{Mode, Runtime};
 
@@ -65,10 +66,7 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// Called by the child's signal handlers: the listener stops the child.
 pub fn signalled(mode: Mode) {
     SIGNALLED.fetch_max(mode as u8, Ordering::SeqCst);
-    let fd = WAKE_FD.load(Ordering::SeqCst);
-    let one: u64 = 1;
-    // SAFETY: write(2) is async-signal-safe; 8 bytes from a valid u64.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    epoll::signal(WAKE_FD.load(Ordering::SeqCst));
 }
 
 /// Signals from now on wake `rt`'s listener.

@@ -1,13 +1,16 @@
 //! The FFI boundary: the raw bindings (`sys`) and the small safe wrappers the
 //! rest of the crate uses instead of touching httpd or APR directly.
 
+pub mod epoll;
 pub mod guard;
 pub mod httpd;
 pub mod log;
 pub mod pool;
 pub mod reap;
+pub mod retained;
 pub mod score;
 pub mod socket;
+pub mod stats;
 pub mod sys;
 
 use std::ffi::{CStr, c_char};

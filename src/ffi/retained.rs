@@ -5,13 +5,21 @@ use std::ffi::CStr;
 use std::ptr::{addr_of, null_mut};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::config::FirstLimits;
-use crate::ffi::{httpd, sys};
+use super::{httpd, sys};
 
 const KEY: &CStr = c"mod_mpm_event_rs_retained";
 
 /// Largest idle_spawn_rate (children spawned per maintenance cycle).
 pub const MAX_SPAWN_RATE: i32 = 32;
+
+/// The limits fixed by the first generation: ServerLimit and ThreadLimit
+/// cannot change across restarts (the scoreboard is sized by them).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FirstLimits {
+    pub server_limit: i32,
+    pub thread_limit: i32,
+}
 
 #[repr(C)]
 pub struct Retained {
@@ -32,7 +40,7 @@ pub struct Retained {
     /// stopped.
     pub last_graceful_ns: i64,
     /// The shared per-child statistics table (see stats.rs).
-    pub stats: *mut crate::stats::ChildStats,
+    pub stats: *mut super::stats::ChildStats,
     /// One rate per listener bucket; allocated with the system allocator
     /// so that it survives the DSO being unloaded.
     pub idle_spawn_rate: *mut i32,
