@@ -60,15 +60,15 @@ fn make_child(slot: usize, bucket: usize) -> bool {
         note_child_started(slot, std::process::id() as i32);
         child::main(slot, 0);
     }
-    // SAFETY: fork in httpd's single-threaded parent.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        log::error(sys::APLOG_ERR, std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            "AH00481: fork: Unable to fork new process");
-        // Don't spin trying to fork when the system is out of processes.
-        std::thread::sleep(std::time::Duration::from_secs(10));
-        return false;
-    }
+    let pid = match reap::fork() {
+        Ok(pid) => pid,
+        Err(e) => {
+            log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "AH00481: fork: Unable to fork new process");
+            // Don't spin trying to fork when the system is out of processes.
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            return false;
+        }
+    };
     if pid == 0 {
         httpd::thread_current_after_fork();
         child::main(slot, bucket);
@@ -454,7 +454,7 @@ fn signal_running_children(cfg: &MpmConfig) {
     }
 }
 
-unsafe extern "C" fn reclaim_cb(slot: i32, pid: libc::pid_t, generation: i32) {
+extern "C" fn reclaim_cb(slot: i32, pid: libc::pid_t, generation: i32) {
     crate::ffi::guard::guard((), || note_child_stopped(slot, pid, generation));
 }
 

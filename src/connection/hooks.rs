@@ -3,9 +3,7 @@
 //! a secondary connection gets its own state; and the request-head limits
 //! read from the configuration when a child starts.
 
-use std::sync::atomic::Ordering;
-
-use crate::engine::{Conn, usecs};
+use crate::engine::usecs;
 use crate::ffi::httpd::{self, Connection, Request, VirtualHost};
 use crate::head;
 
@@ -25,31 +23,21 @@ pub fn head_limits() -> head::HeadLimits {
 /// keep-alive timeout of what follows.
 pub fn post_read_request(r: Request) {
     let Some(c) = r.connection() else { return };
-    let me = c.mpm_data().cast::<Conn>();
-    if me.is_null() {
-        return;
-    }
-    // SAFETY: mpm_data is the Conn attached to this conn_rec, alive while
-    // its request runs; set_timeouts and late_head only touch atomics.
-    let me = unsafe { &*me };
-    // The head came complete after all (just after its deadline): the
-    // request's body is waited for as usual.
-    if me.late_head.swap(false, Ordering::Relaxed) {
-        c.wait_in_reads();
-    }
-    let (ka, io) = r.timeouts();
-    me.set_timeouts(ka, io);
+    c.with_state(|me| {
+        // The head came complete after all (just after its deadline): the
+        // request's body is waited for as usual.
+        if me.take_late_head() {
+            c.wait_in_reads();
+        }
+        let (ka, io) = r.timeouts();
+        me.set_timeouts(ka, io);
+    });
 }
 
 /// A connection switched protocol without a request: take `s`'s timeouts.
 pub fn switch_server(c: Connection, s: VirtualHost) {
-    let me = c.mpm_data().cast::<Conn>();
-    if me.is_null() {
-        return;
-    }
     let (ka, io) = s.timeouts();
-    // SAFETY: as in post_read_request.
-    unsafe { (*me).set_timeouts(ka, io) };
+    c.with_state(|me| me.set_timeouts(ka, io));
 }
 
 /// httpd's pre_connection hook: a secondary connection (an HTTP/2 stream)

@@ -7,7 +7,6 @@
 mod hooks;
 mod wait;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Conn, Mode, Runtime, Task, Waiting, Worker, usecs};
@@ -107,7 +106,7 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
             ASYNC_WAITIO => {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_READ);
                 let interest = conn.take_sense(Interest::Read);
-                let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                let t = usecs(conn.state.io_timeout());
                 return conn.park(rt, Wait::WaitIo, t, Instant::now(), interest);
             }
             WRITE_COMPLETION => {
@@ -119,7 +118,7 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
                     }
                     Ok(after) if after.pending_output || conn.wants_read() => {
                         let interest = conn.take_sense(Interest::Write);
-                        let t = usecs(conn.io_timeout.load(Ordering::Relaxed));
+                        let t = usecs(conn.state.io_timeout());
                         return conn.park(rt, Wait::WriteCompletion, t, Instant::now(), interest);
                     }
                     // A child stopping gracefully still keeps the connection
@@ -165,7 +164,7 @@ fn advance(rt: &Runtime, mut conn: Box<Conn>) {
             KEEPALIVE => {
                 score::update_handle(conn.sbh, sys::SERVER_BUSY_KEEPALIVE);
                 conn.take_sense(Interest::Read);
-                let t = usecs(conn.ka_timeout.load(Ordering::Relaxed));
+                let t = usecs(conn.state.keepalive_timeout());
                 // Whether it can be dehydrated is decided only if it stays
                 // idle that long (`dehydrate_idle`), not for every request.
                 let wait = if conn.http { Wait::KeepAlive } else { Wait::KeepAliveWhole };

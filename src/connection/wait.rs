@@ -6,7 +6,6 @@
 //! conn_rec, before a worker is given the connection.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::engine::{NewSocket, Origin, Runtime, Task, Waiting, lower_rcvlowat, usecs};
@@ -120,7 +119,7 @@ pub fn dehydrate_idle(rt: &Runtime, idle_since: Instant) -> usize {
     let n = old.len();
     for (item, since) in old {
         let Waiting::Conn(conn) = item else { continue };
-        let timeout = usecs(conn.ka_timeout.load(Ordering::Relaxed));
+        let timeout = usecs(conn.state.keepalive_timeout());
         match conn.dehydrate(rt) {
             Ok(new) => rt.park(Waiting::New(new), Wait::Idle, timeout, since, Interest::Read),
             Err(conn) => rt.park(Waiting::Conn(conn), Wait::KeepAliveWhole, timeout, since, Interest::Read),

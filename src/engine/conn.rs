@@ -4,13 +4,10 @@
 //! (`Waiting`). How a record is made, parked, given back and closed; what
 //! happens to it between those is the state machine's (`crate::connection`).
 
-use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::ffi::httpd::{self, Connection, SbHandle};
+use crate::ffi::httpd::{self, ConnState, Connection, SbHandle};
 use crate::ffi::pool::Pool;
 use crate::ffi::socket::{self, ClientSocket};
 use crate::ffi::{log, sys};
@@ -127,23 +124,17 @@ impl Waiting {
     }
 }
 
-/// The MPM's side of a connection. `cs` comes first: httpd's `c->cs` points
-/// at it for the whole life of the connection (the Box never moves).
-#[repr(C)]
+/// The MPM's side of a connection. It lives in a Box, which never moves:
+/// httpd's `c->cs` points into its `state` for the whole life of the
+/// connection.
 pub struct Conn {
-    /// Written by httpd and modules through `c->cs` while we hold the Box.
-    pub(crate) cs: UnsafeCell<sys::conn_state_t>,
+    /// Written by httpd and modules through `c->cs` while we hold the Box,
+    /// and by httpd's hooks (see `ConnState`).
+    pub(crate) state: ConnState,
     pub(crate) c: Connection,
     pub(crate) sock: ClientSocket,
     pub(crate) fd: RawFd,
     pub(crate) sbh: SbHandle,
-    /// KeepAliveTimeout and Timeout of the last request's virtual host (µs),
-    /// set from httpd's post_read_request hook.
-    pub(crate) ka_timeout: AtomicI64,
-    pub(crate) io_timeout: AtomicI64,
-    /// Its reads time out instead of waiting (`head_timed_out`), until the
-    /// request's head turns out complete (post_read_request).
-    pub(crate) late_head: AtomicBool,
     /// Known to the workers' pollset (armed there at least once).
     pub(crate) registered: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
@@ -163,12 +154,6 @@ pub struct Conn {
     /// Owns everything above that httpd allocated; dropped last.
     pub(crate) pool: Pool,
 }
-
-// SAFETY: a Conn is owned by exactly one thread at a time (a worker, or the
-// listener's parked set) and moves between them whole; the raw pointers
-// (sbh, and httpd's objects behind `c` and `sock`) live in its own pool.
-unsafe impl Send for Conn {}
-
 
 /// Microseconds as httpd counts timeouts, negative ones as none.
 pub fn usecs(t: i64) -> Duration {
@@ -214,17 +199,11 @@ impl Conn {
             None => httpd::server_timeouts(),
         };
         let conn = Box::new(Conn {
-            cs: UnsafeCell::new(sys::conn_state_t {
-                state: PROCESSING,
-                sense: sys::conn_sense_e_CONN_SENSE_DEFAULT,
-            }),
+            state: ConnState::new(ka, io),
             c,
             sock,
             fd: sock.fd(),
             sbh: parts.sbh,
-            ka_timeout: AtomicI64::new(ka),
-            io_timeout: AtomicI64::new(io),
-            late_head: AtomicBool::new(false),
             registered,
             draining: false,
             suspended: false,
@@ -234,7 +213,7 @@ impl Conn {
             linger_since: None,
             pool,
         });
-        c.attach(conn.cs.get(), NonNull::from(&*conn).cast(), w.thread);
+        c.attach(&conn.state, w.thread);
         if !c.pre_connection(sock) {
             log::error(sys::APLOG_DEBUG, 0, "AH00469: process_socket: connection aborted");
             conn.close(rt);
@@ -247,21 +226,16 @@ impl Conn {
     }
 
     pub fn state(&self) -> sys::conn_state_e {
-        // SAFETY: no other thread touches cs; httpd writes it only from
-        // calls we make on this thread.
-        unsafe { (*self.cs.get()).state }
+        self.state.state()
     }
 
     pub fn set_state(&self, s: sys::conn_state_e) {
-        // SAFETY: as in state().
-        unsafe { (*self.cs.get()).state = s }
+        self.state.set_state(s)
     }
 
     /// The direction a module asked to wait for, reset for the next round.
     pub fn take_sense(&self, default: Interest) -> Interest {
-        // SAFETY: as in state().
-        let sense = unsafe { std::mem::replace(&mut (*self.cs.get()).sense, sys::conn_sense_e_CONN_SENSE_DEFAULT) };
-        match sense {
+        match self.state.take_sense() {
             sys::conn_sense_e_CONN_SENSE_WANT_READ => Interest::Read,
             sys::conn_sense_e_CONN_SENSE_WANT_WRITE => Interest::Write,
             _ => default,
@@ -269,8 +243,7 @@ impl Conn {
     }
 
     pub fn wants_read(&self) -> bool {
-        // SAFETY: as in state().
-        unsafe { (*self.cs.get()).sense == sys::conn_sense_e_CONN_SENSE_WANT_READ }
+        self.state.sense() == sys::conn_sense_e_CONN_SENSE_WANT_READ
     }
 
     pub fn fd(&self) -> RawFd {
@@ -279,13 +252,6 @@ impl Conn {
 
     pub fn is_lingering(&self) -> bool {
         self.linger_since.is_some()
-    }
-
-    /// Called (through httpd's post_read_request hook) with the timeouts of
-    /// the request's virtual host.
-    pub fn set_timeouts(&self, keepalive: i64, io: i64) {
-        self.ka_timeout.store(keepalive, Ordering::Relaxed);
-        self.io_timeout.store(io, Ordering::Relaxed);
     }
 
     /// Logs a change of the connection's state at a trace level, in
@@ -336,8 +302,8 @@ impl Conn {
             fd,
             addrs,
             keepalives: self.c.keepalives(),
-            ka_timeout: self.ka_timeout.load(Ordering::Relaxed),
-            io_timeout: self.io_timeout.load(Ordering::Relaxed),
+            ka_timeout: self.state.keepalive_timeout(),
+            io_timeout: self.state.io_timeout(),
         };
         self.release_pool();
         let Conn { pool, .. } = *self;
@@ -385,15 +351,14 @@ impl Conn {
     /// runs out, as stock does.
     pub fn head_timed_out(&self) {
         self.c.time_out_waiting_reads();
-        self.late_head.store(true, Ordering::Relaxed);
+        self.state.set_late_head();
         self.set_state(PROCESSING);
     }
 
-    /// Whether a module moved a suspended connection on. Read from another
-    /// thread than the one that wrote it (a callback's), hence volatile.
+    /// Whether a module moved a suspended connection on (perhaps from
+    /// another thread than the one that looks).
     pub fn still_suspended(&self) -> bool {
-        // SAFETY: cs is ours; a racing write is an aligned int store.
-        unsafe { std::ptr::addr_of!((*self.cs.get()).state).read_volatile() == SUSPENDED }
+        self.state.state_now() == SUSPENDED
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::ffi::{SendPtr, sys};
+use crate::ffi::{SendPtr, httpd, sys};
 use crate::timers::Wait;
 
 use super::conn::{Conn, NewSocket, Waiting};
@@ -34,7 +34,7 @@ pub struct Ready {
 
 /// A module's timed callback and its argument.
 pub struct Callback {
-    pub func: unsafe extern "C" fn(*mut std::ffi::c_void),
+    pub func: httpd::TimedCallback,
     pub baton: SendPtr<std::ffi::c_void>,
 }
 

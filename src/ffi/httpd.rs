@@ -4,7 +4,8 @@
 use std::ffi::{CStr, CString, c_void};
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 
 use super::pool::{Pool, PoolRef};
 use super::socket::{ClientSocket, Listener};
@@ -441,6 +442,88 @@ impl SbHandle {
     }
 }
 
+/// What httpd and modules reach of the MPM's record of a connection: the
+/// conn_state_t `c->cs` points at, written by them while the connection
+/// runs, and what httpd's hooks tell the MPM about its requests. It lives
+/// in that record, which never moves, for as long as the conn_rec.
+pub struct ConnState {
+    cs: UnsafeCell<sys::conn_state_t>,
+    /// KeepAliveTimeout and Timeout of the last request's virtual host (µs),
+    /// set from httpd's post_read_request hook.
+    keepalive: AtomicI64,
+    io: AtomicI64,
+    /// Its reads time out instead of waiting, until the request's head
+    /// turns out complete (post_read_request).
+    late_head: AtomicBool,
+}
+
+impl ConnState {
+    pub fn new(keepalive: i64, io: i64) -> Self {
+        ConnState {
+            cs: UnsafeCell::new(sys::conn_state_t {
+                state: sys::conn_state_e_CONN_STATE_PROCESSING,
+                sense: sys::conn_sense_e_CONN_SENSE_DEFAULT,
+            }),
+            keepalive: AtomicI64::new(keepalive),
+            io: AtomicI64::new(io),
+            late_head: AtomicBool::new(false),
+        }
+    }
+
+    pub fn state(&self) -> sys::conn_state_e {
+        // SAFETY: httpd writes cs only from calls the thread that runs the
+        // connection makes, which is the caller.
+        unsafe { (*self.cs.get()).state }
+    }
+
+    pub fn set_state(&self, s: sys::conn_state_e) {
+        // SAFETY: as in state().
+        unsafe { (*self.cs.get()).state = s }
+    }
+
+    /// The state as a module's thread may just have written it (a
+    /// suspended connection moved on from elsewhere), hence volatile.
+    pub fn state_now(&self) -> sys::conn_state_e {
+        // SAFETY: cs is ours; a racing write is an aligned int store.
+        unsafe { ptr::addr_of!((*self.cs.get()).state).read_volatile() }
+    }
+
+    /// The direction a module asked to wait for, reset for the next round.
+    pub fn take_sense(&self) -> sys::conn_sense_e {
+        // SAFETY: as in state().
+        unsafe { std::mem::replace(&mut (*self.cs.get()).sense, sys::conn_sense_e_CONN_SENSE_DEFAULT) }
+    }
+
+    pub fn sense(&self) -> sys::conn_sense_e {
+        // SAFETY: as in state().
+        unsafe { (*self.cs.get()).sense }
+    }
+
+    pub fn keepalive_timeout(&self) -> i64 {
+        self.keepalive.load(Ordering::Relaxed)
+    }
+
+    pub fn io_timeout(&self) -> i64 {
+        self.io.load(Ordering::Relaxed)
+    }
+
+    /// Called (through httpd's post_read_request hook) with the timeouts of
+    /// the request's virtual host.
+    pub fn set_timeouts(&self, keepalive: i64, io: i64) {
+        self.keepalive.store(keepalive, Ordering::Relaxed);
+        self.io.store(io, Ordering::Relaxed);
+    }
+
+    pub fn set_late_head(&self) {
+        self.late_head.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the head was late, and from now on it is not.
+    pub fn take_late_head(&self) -> bool {
+        self.late_head.swap(false, Ordering::Relaxed)
+    }
+}
+
 /// Per-connection objects made before the conn_rec itself.
 pub struct ConnectionParts {
     pub sbh: SbHandle,
@@ -489,15 +572,25 @@ impl Connection {
     }
 
     /// Points the connection at its MPM state and worker thread.
-    pub fn attach(self, cs: *mut sys::conn_state_t, me: NonNull<c_void>, thread: *mut sys::apr_thread_t) {
+    pub fn attach(self, state: &ConnState, thread: *mut sys::apr_thread_t) {
         let c = self.as_ptr();
-        // SAFETY: live conn_rec; cs and me outlive it (owned by our Conn,
-        // freed only after the pool is cleared).
+        // SAFETY: live conn_rec; `state` outlives it (it lives in the MPM's
+        // record of the connection, freed only after the pool is cleared).
         unsafe {
-            (*c).cs = cs;
+            (*c).cs = state.cs.get();
             (*c).current_thread = thread;
-            set_module_config((*c).conn_config, me.as_ptr());
+            set_module_config((*c).conn_config, ptr::from_ref(state).cast_mut().cast());
         }
+    }
+
+    /// Runs `f` on the state `attach` gave the connection; `None` when it
+    /// has none (a connection of another MPM's making: an HTTP/2 stream).
+    pub fn with_state<R>(self, f: impl FnOnce(&ConnState) -> R) -> Option<R> {
+        let me = self.mpm_data().cast::<ConnState>();
+        // SAFETY: only `attach` stores into our slot, a ConnState alive as
+        // long as the conn_rec; what is done with it is atomic or on the
+        // thread that runs the connection.
+        (!me.is_null()).then(|| f(unsafe { &*me }))
     }
 
     pub fn resume(self, thread: *mut sys::apr_thread_t, id: i64, sbh: SbHandle) {
@@ -688,7 +781,7 @@ impl Connection {
     }
 
     /// Our per-connection object, as stored by `attach`.
-    pub fn mpm_data(self) -> *mut c_void {
+    fn mpm_data(self) -> *mut c_void {
         // SAFETY: conn_config is the connection's live config vector.
         unsafe { get_module_config((*self.as_ptr()).conn_config) }
     }
@@ -1042,9 +1135,12 @@ unsafe fn ends_a_line(bb: *mut sys::apr_bucket_brigade) -> bool {
     }
 }
 
+/// A module's timed callback.
+pub type TimedCallback = unsafe extern "C" fn(*mut c_void);
+
 /// Runs a module's timed callback (registered through
 /// `ap_mpm_register_timed_callback`) once, on the calling worker.
-pub fn run_timed_callback(func: unsafe extern "C" fn(*mut c_void), baton: super::SendPtr<c_void>) {
+pub fn run_timed_callback(func: TimedCallback, baton: super::SendPtr<c_void>) {
     // SAFETY: the module registered this function with this argument, for
     // the MPM to call once from any of its threads.
     unsafe { func(baton.0) }

@@ -1,7 +1,15 @@
-//! Seeing that a child has exited without reaping it: reaping stays with
+//! Forking children, and seeing that one has exited without reaping it: reaping stays with
 //! ap_wait_or_timeout (which logs crashes and hands other children, piped
 //! loggers and cgid, to APR), but the parent can look more often than that
 //! function's one-second sleep when a child's exit is awaited.
+
+/// Forks a child process (`Ok(0)` in the child). Only httpd's parent,
+/// which runs one thread, forks.
+pub fn fork() -> std::io::Result<libc::pid_t> {
+    // SAFETY: fork in httpd's single-threaded parent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 { Err(std::io::Error::last_os_error()) } else { Ok(pid) }
+}
 
 /// Whether some child of this process has exited and waits to be reaped.
 pub fn child_exit_pending() -> bool {
