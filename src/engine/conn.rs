@@ -370,7 +370,6 @@ pub fn lower_rcvlowat(fd: RawFd, raised: &mut u32) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,8 +54,6 @@ impl Runtime {
         }
     }
 
-
-
     /// Queues a task and wakes an idle worker for it.
     pub fn push(&self, task: Task) {
         self.queue.push(task);

@@ -174,7 +174,6 @@ impl Runtime {
         }
     }
 
-
     /// Publishes the per-process connection counters to the scoreboard, so
     /// that mod_status (and the parent's choice of a child to retire) always
     /// sees current numbers. Called with the parked set locked.
