@@ -8,12 +8,10 @@ use crate::connection;
 use crate::engine::{self, Mode, Runtime};
 use crate::ffi::httpd::{self, Thread};
 use crate::ffi::pool::Pool;
-use crate::ffi::{log, sys};
+use crate::ffi::{log, retained, stats, sys};
 use crate::listener;
 use crate::poller::{ConnPoll, Poller};
 use crate::process::{self, Bucket};
-use crate::ffi::retained;
-use crate::ffi::stats;
 use crate::worker;
 
 /// Starts one of the child's threads; `None` (logged) when it could not.

@@ -12,10 +12,9 @@ use crate::connection;
 use crate::ffi::guard::guard;
 use crate::ffi::httpd::{self, Connection};
 use crate::ffi::pool::PoolRef;
-use crate::ffi::{cstr, log, sys};
+use crate::ffi::{cstr, log, retained, sys};
 use crate::parent;
 use crate::process;
-use crate::ffi::retained;
 
 /// httpd writes module_index, next, name and dynamic_load_handle into this
 /// record, so it must be a writable static.

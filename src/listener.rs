@@ -14,10 +14,8 @@ use crate::connection;
 use crate::engine::{self, Limit, Mode, NewSocket, POLLER_GRACE, Runtime, Task, Waiting};
 use crate::ffi::httpd::{self, Pod, PodSignal};
 use crate::ffi::socket::{self, Accepted, Listener};
-use crate::ffi::{log, score, sys};
+use crate::ffi::{log, retained, score, stats, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
-use crate::ffi::retained;
-use crate::ffi::stats;
 use crate::timers::{Token, Wait};
 
 /// How long accepting pauses after running out of descriptors or memory.
@@ -29,7 +27,7 @@ const SHED_INTERVAL: Duration = Duration::from_millis(100);
 /// we close it.
 const MIN_IDLE_TO_SHED: Duration = Duration::from_secs(1);
 /// A plain keep-alive connection idle this long gives its pool back
-/// (connection::dehydrate): a client that comes back sooner is served
+/// (`Conn::dehydrate`): a client that comes back sooner is served
 /// without the cost of a new conn_rec.
 const DEHYDRATE_AFTER: Duration = Duration::from_millis(250);
 /// The listener never sleeps longer than this, so that parking a connection

@@ -6,10 +6,9 @@ use crate::child;
 use crate::config::{self, MpmConfig};
 use crate::ffi::httpd::{self, Pod};
 use crate::ffi::pool::PoolRef;
-use crate::ffi::{log, reap, score, sys};
-use crate::process::{Bucket, Generation, gen_number, generation, note_child_started, note_child_stopped, one_process, set_generation};
 use crate::ffi::retained::{self, MAX_SPAWN_RATE};
-use crate::ffi::stats;
+use crate::ffi::{log, reap, score, stats, sys};
+use crate::process::{Bucket, Generation, gen_number, generation, note_child_started, note_child_stopped, one_process, set_generation};
 
 /// open_logs: opens the listeners, splits them into buckets, opens a pipe
 /// of death per bucket. Returns false (after logging) on failure.

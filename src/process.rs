@@ -7,10 +7,9 @@ use std::sync::Mutex;
 
 use crate::config;
 use crate::ffi::httpd::{self, Pod};
-use crate::ffi::socket::Listener;
 use crate::ffi::pool::PoolRef;
-use crate::ffi::{log, score, sys};
-use crate::ffi::retained;
+use crate::ffi::socket::Listener;
+use crate::ffi::{log, retained, score, sys};
 
 /// One listener bucket: its sockets and the pipe of death of its children.
 #[derive(Clone)]

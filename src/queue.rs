@@ -76,7 +76,8 @@ impl<T> WorkQueue<T> {
     }
 
     /// Runs `wait` (a worker waiting for work) with the caller counted as
-    /// idle. SeqCst: pairs with the listener's pause flag (see child.rs).
+    /// idle. SeqCst: pairs with the listener's pause flag (see
+    /// `engine::idle`).
     pub fn idle_while<R>(&self, wait: impl FnOnce() -> R) -> R {
         self.idle.fetch_add(1, Ordering::SeqCst);
         let r = wait();

@@ -4,8 +4,7 @@
 use std::fmt::Write;
 
 use crate::ffi::httpd::StatusRequest;
-use crate::ffi::score;
-use crate::ffi::stats;
+use crate::ffi::{score, stats};
 
 /// Writes our section; `short` is the `?auto` form.
 pub fn render(r: StatusRequest, short: bool) {

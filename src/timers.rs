@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Wait {
     /// Idle between requests, KeepAliveTimeout; dehydrated (see
-    /// connection.rs) once idle long enough if only core keeps its state.
+    /// `Conn::dehydrate`) once idle long enough if only core keeps its state.
     KeepAlive,
     /// Idle between requests, kept whole: a module keeps state for it (TLS,
     /// HTTP/2, the PROXY protocol, ...).

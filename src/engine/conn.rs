@@ -26,17 +26,17 @@ pub struct NewSocket {
     pub origin: Origin,
     /// Known to the workers' pollset already.
     pub registered: bool,
-    /// Its request head did not arrive in time (see `expired`).
+    /// Its request head did not arrive in time (see `connection::expired`).
     pub head_expired: bool,
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
-    /// raised (see `wait_for_more`).
+    /// raised (see `connection::wait`).
     pub lowat: u32,
     /// Accepted on an HTTP listener (listener::speaks_http).
     pub http: bool,
     /// How long its request head may take: its server's limit, in
     /// `Runtime::heads`.
     pub(crate) head: u32,
-    /// In lingering close (see `end_idle`).
+    /// In lingering close (see `connection::end_idle`).
     pub(crate) lingering: bool,
     /// Known to the listener's pollset, where it waits in lingering close.
     pub(crate) draining: bool,
@@ -142,7 +142,7 @@ pub struct Conn {
     /// Modules were told it left its worker (and not told it came back).
     pub(crate) suspended: bool,
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
-    /// raised (see `wait_for_more`).
+    /// raised (see `connection::wait`).
     pub(crate) lowat: u32,
     /// Accepted on an HTTP listener: only then do its requests wait for
     /// their head in the pollset, and may it be dehydrated between them.

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cpu::{self, ThreadState};
-use crate::ffi::{log, sys};
+use crate::ffi::{log, stats, sys};
 use crate::poller::{BELL, Events, HALT};
 use crate::queue::{Popped, Sleeper};
-use crate::ffi::stats;
 use crate::timers::Token;
 
-use super::runtime::{Mode, POLLER_GRACE, Runtime};
+use super::runtime::{POLLER_GRACE, Runtime};
+use super::stop::Mode;
 use super::task::Task;
 
 /// One worker thread as the other threads of its child see it.

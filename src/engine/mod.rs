@@ -14,6 +14,6 @@ mod task;
 
 pub use conn::{Conn, NewSocket, Origin, Waiting, lower_rcvlowat, usecs};
 pub use idle::next_task;
-pub use runtime::{Limit, Mode, POLLER_GRACE, Runtime, runtime, set_runtime};
-pub use stop::{catch_signals, signalled, signalled_stop, watch_stop};
+pub use runtime::{Limit, POLLER_GRACE, Runtime, runtime, set_runtime};
+pub use stop::{Mode, catch_signals, signalled, signalled_stop, watch_stop};
 pub use task::{Callback, Ready, Task, Worker};

@@ -10,27 +10,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, MpmConfig};
 use crate::cpu;
-use crate::ffi::httpd;
 use crate::ffi::pool::{Pool, PoolRef};
-use crate::ffi::{score, sys};
+use crate::ffi::{httpd, retained, score, stats, sys};
 use crate::head::HeadLimits;
 use crate::poller::{ConnPoll, Poller};
 use crate::queue::{Baton, WorkQueue};
-use crate::ffi::stats;
 use crate::suspend::Suspended;
 use crate::timers::{Parked, Schedule, Wait};
 
 use super::conn::{Conn, Waiting};
 use super::idle::WorkerSlot;
+use super::stop::Mode;
 use super::task::{Callback, Task};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Mode {
-    Running = 0,
-    Graceful = 1,
-    Ungraceful = 2,
-}
 
 /// Transaction pools kept for reuse beyond ThreadsPerChild, after which
 /// they are destroyed: a pool keeps the memory of the largest connection it
@@ -107,7 +98,7 @@ impl Runtime {
         Runtime {
             slot,
             cfg,
-            generation: crate::ffi::retained::mpm().my_generation,
+            generation: retained::mpm().my_generation,
             pid: std::process::id() as i32,
             poller,
             conns,

@@ -4,14 +4,19 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-use crate::ffi::epoll;
-use crate::ffi::httpd;
 use crate::ffi::pool::Pool;
-use crate::ffi::socket;
-use crate::ffi::sys;
-use crate::ffi::retained;
+use crate::ffi::{epoll, httpd, retained, socket, sys};
 
-use super::runtime::{Mode, Runtime};
+use super::runtime::Runtime;
+
+/// How far a child is in stopping; it only ever moves down this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Mode {
+    Running = 0,
+    Graceful = 1,
+    Ungraceful = 2,
+}
 
 impl Runtime {
     pub fn mode(&self) -> Mode {

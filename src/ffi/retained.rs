@@ -39,7 +39,7 @@ pub struct Retained {
     /// of older generations still alive GracefulShutdownTimeout later are
     /// stopped.
     pub last_graceful_ns: i64,
-    /// The shared per-child statistics table (see stats.rs).
+    /// The shared per-child statistics table (see `stats`).
     pub stats: *mut super::stats::ChildStats,
     /// One rate per listener bucket; allocated with the system allocator
     /// so that it survives the DSO being unloaded.
