@@ -1,7 +1,8 @@
 //! Is a complete HTTP/1.x request head in what the client has sent so far?
-//! The listener looks (MSG_PEEK, nothing consumed) before it gives a
-//! connection to a worker, so that a client that sends its head slowly, or
-//! never finishes it, holds no thread meanwhile.
+//! The worker that the head's bytes wake looks (MSG_PEEK, nothing consumed)
+//! before httpd gets the connection, and parks it again if the head is not
+//! complete, so that a client that sends its head slowly, or never
+//! finishes it, holds no thread meanwhile.
 
 /// What the peeked bytes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
