@@ -40,9 +40,9 @@ use sys::conn_state_e_CONN_STATE_WRITE_COMPLETION as WRITE_COMPLETION;
 const SERVE_ON_SLICE: Duration = Duration::from_micros(500);
 
 /// Lingering close waits this long for the client's FIN...
-pub(crate) const LINGER_NORMAL_TIME: Duration = Duration::from_secs(30);
+const LINGER_NORMAL_TIME: Duration = Duration::from_secs(30);
 /// ...or this long when a module asked for a short linger (mod_reqtimeout).
-pub(crate) const LINGER_SHORT_TIME: Duration = Duration::from_secs(2);
+const LINGER_SHORT_TIME: Duration = Duration::from_secs(2);
 
 /// Runs one task on a worker thread. `peek` is the worker's buffer for
 /// looking at request heads.
