@@ -50,6 +50,13 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             linger(rt, conn);
             None
         }
+        // A protocol's session (h2) that its client woke after the child
+        // began to stop is ended as an idle one is then: its module says
+        // goodbye in the lingering close (GOAWAY, the last stream it took).
+        // Stock runs it instead, and mod_http2, no longer accepting
+        // streams, answers the new ones with a GOAWAY whose error code is
+        // nghttp2's -902.
+        Wait::KeepAlive | Wait::KeepAliveWhole if rt.stopping() && !conn.c.speaks_http1() => Some(Task::Shutdown(conn)),
         Wait::KeepAlive | Wait::KeepAliveWhole | Wait::Idle | Wait::Head => {
             // Other protocols' bytes are the module's, whatever they look like.
             if let Some(Look::Wait(bytes)) = peek.filter(|_| conn.http).map(|buf| look(conn.fd, buf, conn.lowat)) {
