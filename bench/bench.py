@@ -32,6 +32,10 @@ import tempfile
 import threading
 import time
 
+# bench/backends.py (scenarios 7 and 8) uses this module's helpers: one copy of it.
+sys.modules.setdefault("bench", sys.modules[__name__])
+import backends  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 HTTPD = os.environ.get("HTTPD", "/usr/sbin/apache2")
@@ -60,7 +64,7 @@ PLACEMENT = {"server": [], "client": [], "pin_children": False}
 # Scenarios in the order they run in each round, each on a freshly started
 # server: nothing one leaves behind (children a busy scenario spawned, memory
 # its threads hold) changes the next.
-SCENARIO_ORDER = ["s1", "s2", "s3", "s6", "s4", "s5"]
+SCENARIO_ORDER = ["s1", "s2", "s3", "s6", "s4", "s5", "s7", "s8"]
 SCENARIO_TITLES = {
     "s1": "1. keep-alive, 1 KiB, 50 conns",
     "s2": "2. new connection per request, 50 conns",
@@ -68,6 +72,8 @@ SCENARIO_TITLES = {
     "s4": "4. scenario 1 + 5,000 idle keep-alive conns",
     "s5": "5. graceful restarts during scenario 1",
     "s6": "6. HTTP/2 over TLS, 10 conns x 10 streams",
+    "s7": "7. PHP-FPM (mod_proxy_fcgi), 50 conns",
+    "s8": "8. reverse proxy to keep-alive nginx, 50 conns",
 }
 
 # The metrics of the summary table: (key, scenario, label, unit, better,
@@ -90,6 +96,12 @@ METRICS = [
     ("s5_failed", "s5", "failed requests (all rounds)", "", "abs", ("==", 0)),
     ("s5_rps", "s5", "requests/s", "req/s", "higher", None),
     ("s6_rps", "s6", "requests/s", "req/s", "higher", (">=", 1.00)),
+    ("s7_rps", "s7", "requests/s", "req/s", "higher", (">=", 1.00)),
+    ("s7_p50_ms", "s7", "p50 latency", "ms", "lower", None),
+    ("s7_p99_ms", "s7", "p99 latency", "ms", "lower", ("<=", 0.9)),
+    ("s8_rps", "s8", "requests/s", "req/s", "higher", (">=", 1.00)),
+    ("s8_p50_ms", "s8", "p50 latency", "ms", "lower", None),
+    ("s8_p99_ms", "s8", "p99 latency", "ms", "lower", ("<=", 0.9)),
 ]
 # Metrics summed over the rounds instead of taking the median.
 SUMMED = {"s1_sockerr", "s5_failed"}
@@ -646,7 +658,8 @@ def sc5(srv, o):
     return r
 
 
-SCENARIOS = {"s1": sc1, "s2": sc2, "s3": sc3, "s4": sc4, "s5": sc5, "s6": sc6}
+SCENARIOS = {"s1": sc1, "s2": sc2, "s3": sc3, "s4": sc4, "s5": sc5, "s6": sc6,
+             "s7": backends.scenario("s7"), "s8": backends.scenario("s8")}
 
 
 # --------------------------------------------------------------------------
@@ -749,9 +762,13 @@ def run_scenario(key, sc, rnd, ctx, o, log_dir, current):
     """One measurement: a freshly started server, warmed with the
     scenario's own load (inside the scenario), measured, stopped. Returns
     the result and the summary of the server's error log."""
+    if not backends.applies(sc, key):
+        return {"error": "not measured for %s" % key}, {"lines": 0, "levels": {}, "messages": []}
     srv = Server(key, ctx, "r%d-%s" % (rnd, sc))
     current[0] = srv
+    backend = None
     try:
+        backend = backends.start(sc, srv)
         srv.start()
     except RuntimeError as e:
         log(str(e))
@@ -767,6 +784,8 @@ def run_scenario(key, sc, rnd, ctx, o, log_dir, current):
         if not res["server_alive"]:
             log("round %d %s: the server's parent process is gone after %s" % (rnd, key, sc))
     srv.stop()
+    if backend is not None:
+        backend.stop()
     current[0] = None
     el = srv.error_log_summary()
     srv.keep_log(log_dir, "%s-r%d-%s.error.log" % (key, rnd, sc))
@@ -966,6 +985,8 @@ def extract(key, r):
         return r.get("rps")
     if key.endswith("_p99_ms"):
         return r.get("p99_ms")
+    if key.endswith("_p50_ms"):
+        return r.get("p50_ms")
     if key.endswith("_cpu_us"):
         return r.get("server_cpu_us_per_req")
     if key == "s1_sockerr":
@@ -1174,7 +1195,8 @@ def render_md(result):
     L.append("")
     L.append("| metric | " + " | ".join(heads) + " |")
     L.append("|---|" + "---|" * len(servers))
-    for key in ("s1_rps", "s1_p99_ms", "s2_rps", "s3_rps", "s4_rps", "s4_kib_per_idle", "s5_failed", "s6_rps"):
+    for key in ("s1_rps", "s1_p99_ms", "s2_rps", "s3_rps", "s4_rps", "s4_kib_per_idle", "s5_failed", "s6_rps",
+                "s7_rps", "s7_p99_ms", "s8_rps", "s8_p99_ms"):
         row = summ[key]
         unit = next(m[3] for m in METRICS if m[0] == key)
         cells = [" ".join(fmt(v, unit) for v in row["values"][s]) for s in servers]

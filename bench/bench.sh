@@ -20,6 +20,7 @@ PACKAGES=(
     nghttp2-client:/usr/bin/h2load
     openssl:/usr/bin/openssl
     nginx:/usr/sbin/nginx
+    php-fpm:/usr/share/doc/php-fpm/copyright
     python3:/usr/bin/python3
     python3-matplotlib:/usr/lib/python3/dist-packages/matplotlib/__init__.py
 )

@@ -29,9 +29,13 @@ RATIO_METRICS = [
     ("s3_rps", "3. keep-alive\n1 MiB\nreq/s"),
     ("s4_rps", "4. with 5,000\nidle conns\nreq/s"),
     ("s6_rps", "6. HTTP/2\nover TLS\nreq/s"),
+    ("s7_rps", "7. PHP-FPM\nreq/s"),
+    ("s7_p99_ms", "7. PHP-FPM\np99 latency\n(lower = better)"),
+    ("s8_rps", "8. reverse\nproxy\nreq/s"),
+    ("s8_p99_ms", "8. reverse\nproxy p99\n(lower = better)"),
 ]
 TARGETS = {"s1_rps": 1.25, "s1_p99_ms": 0.9, "s2_rps": 1.15, "s3_rps": 1.00,
-           "s4_rps": 1.25, "s6_rps": 1.00}
+           "s4_rps": 1.25, "s6_rps": 1.00, "s7_rps": 1.00, "s7_p99_ms": 0.9, "s8_rps": 1.00, "s8_p99_ms": 0.9}
 
 
 def make_chart(result, path):

@@ -27,6 +27,9 @@ PACKAGES=(
     # the Apache::Test suite (tests/apache): TLS client, certificate
     libio-socket-ssl-perl
     openssl
+    # tests/e2e_backends.rs: the server in front of PHP-FPM and a proxied nginx
+    php-fpm
+    nginx
     # scripts/build-httpd.sh: a second httpd from source (APR is Debian's)
     build-essential
     libssl-dev

@@ -16,46 +16,6 @@ use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
 
-/// A client that sends `GET SMALL_PATH` in a loop on one keep-alive
-/// connection until `stop`, reconnecting only after a response that
-/// announced `Connection: close`. Every error is a failure: a reset, a close
-/// before the response on a reused connection (the server closed it while a
-/// request could be on the way), a refused connect, a wrong status or body.
-fn keep_alive_client(server: &Server, stop: &AtomicBool, ok: &AtomicU64, failures: &Failures) {
-    let mut conn: Option<(Conn, u64)> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let (mut c, served) = match conn.take() {
-            Some(c) => c,
-            None => match Conn::connect(server.addr()) {
-                Ok(c) => (c, 0),
-                Err(e) => {
-                    failures.record(format!("connect: {e}"));
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            },
-        };
-        let which = if served == 0 { "fresh" } else { "reused" };
-        match c.get(SMALL_PATH) {
-            Ok(resp) if resp.status == 200 && resp.body == SMALL_BODY => {
-                ok.fetch_add(1, Ordering::Relaxed);
-                if !resp.closes_connection() {
-                    conn = Some((c, served + 1));
-                }
-            }
-            Ok(resp) => failures.record(format!(
-                "{which} connection: status {}, {} body bytes",
-                resp.status,
-                resp.body.len()
-            )),
-            Err(e) => failures.record(format!(
-                "{which} connection after {served} responses: {e} ({:?})",
-                e.kind()
-            )),
-        }
-    }
-}
-
 /// Sends SIGUSR1 and waits until the new generation answers server-status.
 fn graceful_restart(server: &Server) {
     let before = server
@@ -87,7 +47,7 @@ fn strict_graceful_restarts_under_keep_alive_load_fail_no_request() {
 
     thread::scope(|s| {
         for _ in 0..32 {
-            s.spawn(|| keep_alive_client(&server, &stop, &ok, &failures));
+            s.spawn(|| keep_alive_client(server.addr(), SMALL_PATH, SMALL_BODY, &stop, &ok, &failures));
         }
         thread::sleep(Duration::from_millis(500));
         for _ in 0..10 {

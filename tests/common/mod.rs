@@ -22,7 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1248,3 +1248,42 @@ impl Failures {
     }
 }
 
+/// A client that sends `GET path` in a loop on one keep-alive
+/// connection until `stop`, reconnecting only after a response that
+/// announced `Connection: close`. Every error is a failure: a reset, a close
+/// before the response on a reused connection (the server closed it while a
+/// request could be on the way), a refused connect, a wrong status or body.
+pub fn keep_alive_client(addr: SocketAddr, path: &str, body: &[u8], stop: &AtomicBool, ok: &AtomicU64, failures: &Failures) {
+    let mut conn: Option<(Conn, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (mut c, served) = match conn.take() {
+            Some(c) => c,
+            None => match Conn::connect(addr) {
+                Ok(c) => (c, 0),
+                Err(e) => {
+                    failures.record(format!("connect: {e}"));
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        let which = if served == 0 { "fresh" } else { "reused" };
+        match c.get(path) {
+            Ok(resp) if resp.status == 200 && resp.body == body => {
+                ok.fetch_add(1, Ordering::Relaxed);
+                if !resp.closes_connection() {
+                    conn = Some((c, served + 1));
+                }
+            }
+            Ok(resp) => failures.record(format!(
+                "{which} connection: status {}, {} body bytes",
+                resp.status,
+                resp.body.len()
+            )),
+            Err(e) => failures.record(format!(
+                "{which} connection after {served} responses: {e} ({:?})",
+                e.kind()
+            )),
+        }
+    }
+}
