@@ -446,13 +446,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// 50 keep-alive connections on PHP-FPM, which with its 8 children keeps
 /// the CPUs busy, ours and stock event alternating on fresh servers (three
-/// pairs, medians). A guard against a dispatch that leaves the ready
-/// connections waiting while PHP-FPM idles: before the dozing worker looked
-/// again, a child under other CPU load kept only as many requests in
-/// progress as it has CPUs (0.60-0.75x stock's requests/s in the issue's
-/// set-up). It does not tell that module from today's on a quiet machine
-/// (both 0.9-1.1x here), and ours is still below stock in `make bench`'s
-/// scenario 7 (bench/results/analysis/backends.md), hence the loose bound.
+/// pairs, medians): ours fails no request and serves at least half stock's
+/// requests/s. A guard against a dispatch that leaves ready connections
+/// waiting while PHP-FPM idles, not the fairness test issue 18 asks for:
+/// ours is at 0.6-1.1x stock's rate from run to run on this shared machine
+/// (bench/results/analysis/backends.md), so a bound at stock's level would
+/// fail on today's module as often as not, and nothing measured told a
+/// fairer dispatch from today's reliably.
 #[test]
 fn php_fpm_load_is_served_at_half_stocks_rate_or_better() {
     let Some(fpm) = Fpm::start() else { return };
