@@ -45,7 +45,7 @@ def make_chart(result, path):
     st = result["settings"]
     ratio_servers = [s for s in servers if s != "event"]
 
-    fig = plt.figure(figsize=(14, 6.2), dpi=100)
+    fig = plt.figure(figsize=(16, 6.2), dpi=100)
     gs = fig.add_gridspec(2, 2, width_ratios=[2.6, 1], hspace=0.75, wspace=0.18)
     ax = fig.add_subplot(gs[:, 0])
     n = len(ratio_servers)
