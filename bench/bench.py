@@ -32,6 +32,8 @@ import tempfile
 import threading
 import time
 
+import slow
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 HTTPD = os.environ.get("HTTPD", "/usr/sbin/apache2")
@@ -69,6 +71,8 @@ SCENARIO_TITLES = {
     "s5": "5. graceful restarts during scenario 1",
     "s6": "6. HTTP/2 over TLS, 10 conns x 10 streams",
 }
+SCENARIO_ORDER.append("s9")
+SCENARIO_TITLES["s9"] = slow.TITLE
 
 # The metrics of the summary table: (key, scenario, label, unit, better,
 # target). better: "higher" / "lower" (ratio ours/event), target on the
@@ -91,6 +95,7 @@ METRICS = [
     ("s5_rps", "s5", "requests/s", "req/s", "higher", None),
     ("s6_rps", "s6", "requests/s", "req/s", "higher", (">=", 1.00)),
 ]
+METRICS += [(k, "s9", label, unit, "lower" if unit == "ms" else "higher", None) for k, label, unit in slow.METRICS]
 # Metrics summed over the rounds instead of taking the median.
 SUMMED = {"s1_sockerr", "s5_failed"}
 
@@ -647,6 +652,7 @@ def sc5(srv, o):
 
 
 SCENARIOS = {"s1": sc1, "s2": sc2, "s3": sc3, "s4": sc4, "s5": sc5, "s6": sc6}
+SCENARIOS["s9"] = slow.run
 
 
 # --------------------------------------------------------------------------
@@ -935,6 +941,8 @@ def brief(sc, r):
     if sc == "s5":
         parts.append("%s restarts, failed %s, alive after: %s" % (
             r.get("restarts"), r.get("failed"), r.get("alive_after")))
+    if sc == "s9":
+        parts.append(slow.brief(r))
     if r.get("cpu_other_pct") is not None:
         parts.append("cpu server %s%% client %s%% other %s%%" % (
             r["cpu_server_pct"], r["cpu_client_pct"], r["cpu_other_pct"]))
@@ -979,6 +987,8 @@ def extract(key, r):
         return v / 1024 if v is not None else None
     if key == "s4_kib_per_idle":
         return r.get("kib_per_idle")
+    if key.startswith("s9_"):
+        return slow.extract(key, r)
     if key == "s5_failed":
         return r.get("failed") if r.get("rps") is not None else None
     return None

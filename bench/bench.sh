@@ -20,6 +20,7 @@ PACKAGES=(
     nghttp2-client:/usr/bin/h2load
     openssl:/usr/bin/openssl
     nginx:/usr/sbin/nginx
+    slowhttptest:/usr/bin/slowhttptest
     python3:/usr/bin/python3
     python3-matplotlib:/usr/lib/python3/dist-packages/matplotlib/__init__.py
 )
