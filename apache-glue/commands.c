@@ -36,6 +36,11 @@ command_rec event_rs_cmds[] = {
                  RSRC_CONF,
                  "On (default): a connection waits in the listener, not in a "
                  "worker thread, until its HTTP/1.x request head is complete"),
+    AP_INIT_TAKE1("ConnectionBudget", event_rs_set_connection_budget, NULL,
+                  RSRC_CONF,
+                  "Open connections per child, counting those waiting for a "
+                  "request head or idle (auto: from the descriptor limit); "
+                  "when full, the slowest waiting ones are closed"),
     AP_GRACEFUL_SHUTDOWN_TIMEOUT_COMMAND,
     {NULL}
 };

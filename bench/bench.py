@@ -35,6 +35,7 @@ import time
 # bench/backends.py (scenarios 7 and 8) uses this module's helpers: one copy of it.
 sys.modules.setdefault("bench", sys.modules[__name__])
 import backends  # noqa: E402
+import slow  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -75,6 +76,8 @@ SCENARIO_TITLES = {
     "s7": "7. PHP-FPM (mod_proxy_fcgi), 50 conns",
     "s8": "8. reverse proxy to keep-alive nginx, 50 conns",
 }
+SCENARIO_ORDER.append("s9")
+SCENARIO_TITLES["s9"] = slow.TITLE
 
 # The metrics of the summary table: (key, scenario, label, unit, better,
 # target). better: "higher" / "lower" (ratio ours/event), target on the
@@ -103,6 +106,7 @@ METRICS = [
     ("s8_p50_ms", "s8", "p50 latency", "ms", "lower", None),
     ("s8_p99_ms", "s8", "p99 latency", "ms", "lower", ("<=", 0.9)),
 ]
+METRICS += [(k, "s9", label, unit, "lower" if unit == "ms" else "higher", None) for k, label, unit in slow.METRICS]
 # Metrics summed over the rounds instead of taking the median.
 SUMMED = {"s1_sockerr", "s5_failed"}
 
@@ -659,7 +663,7 @@ def sc5(srv, o):
 
 
 SCENARIOS = {"s1": sc1, "s2": sc2, "s3": sc3, "s4": sc4, "s5": sc5, "s6": sc6,
-             "s7": backends.scenario("s7"), "s8": backends.scenario("s8")}
+             "s7": backends.scenario("s7"), "s8": backends.scenario("s8"), "s9": slow.run}
 
 
 # --------------------------------------------------------------------------
@@ -954,6 +958,8 @@ def brief(sc, r):
     if sc == "s5":
         parts.append("%s restarts, failed %s, alive after: %s" % (
             r.get("restarts"), r.get("failed"), r.get("alive_after")))
+    if sc == "s9":
+        parts.append(slow.brief(r))
     if r.get("cpu_other_pct") is not None:
         parts.append("cpu server %s%% client %s%% other %s%%" % (
             r["cpu_server_pct"], r["cpu_client_pct"], r["cpu_other_pct"]))
@@ -1000,6 +1006,8 @@ def extract(key, r):
         return v / 1024 if v is not None else None
     if key == "s4_kib_per_idle":
         return r.get("kib_per_idle")
+    if key.startswith("s9_"):
+        return slow.extract(key, r)
     if key == "s5_failed":
         return r.get("failed") if r.get("rps") is not None else None
     return None

@@ -21,6 +21,7 @@ PACKAGES=(
     openssl:/usr/bin/openssl
     nginx:/usr/sbin/nginx
     php-fpm:/usr/share/doc/php-fpm/copyright
+    slowhttptest:/usr/bin/slowhttptest
     python3:/usr/bin/python3
     python3-matplotlib:/usr/lib/python3/dist-packages/matplotlib/__init__.py
 )

@@ -14,6 +14,9 @@
 const char *event_rs_set_number(cmd_parms *cmd, void *dummy, const char *arg);
 const char *event_rs_set_worker_factor(cmd_parms *cmd, void *dummy,
                                        const char *arg);
+/* ConnectionBudget auto|N (ours: see src/budget.rs). */
+const char *event_rs_set_connection_budget(cmd_parms *cmd, void *dummy,
+                                           const char *arg);
 /* AsyncRequestHead On|Off (ours; stock has no such directive). */
 const char *event_rs_set_async_request_head(cmd_parms *cmd, void *dummy, int on);
 

@@ -28,6 +28,9 @@ pub struct MpmConfig {
     /// HTTP/1.x request head is complete (on HTTP listeners only, see
     /// listener::speaks_http).
     pub async_request_head: bool,
+    /// ConnectionBudget: open connections per child, 0 when derived from
+    /// the child's descriptor limit (see `crate::budget`).
+    pub connection_budget: u32,
 }
 
 impl Default for MpmConfig {
@@ -45,6 +48,7 @@ impl Default for MpmConfig {
             worker_factor: 2 * WORKER_FACTOR_SCALE,
             active_daemons_limit: server_limit,
             async_request_head: true,
+            connection_budget: 0,
         }
     }
 }
@@ -102,6 +106,20 @@ pub fn parse_worker_factor(arg: &str) -> Result<u32, String> {
     }
     let scaled = (val * f64::from(WORKER_FACTOR_SCALE)).min(f64::from(u32::MAX)) as u32;
     Ok(scaled.max(WORKER_FACTOR_SCALE))
+}
+
+/// Parses ConnectionBudget: `auto` (from the descriptor limit, kept as 0)
+/// or a positive whole number of connections per child.
+pub fn parse_connection_budget(arg: &str) -> Result<u32, String> {
+    let arg = arg.trim();
+    if arg.eq_ignore_ascii_case("auto") {
+        return Ok(0);
+    }
+    match arg.parse::<u32>() {
+        Ok(0) => Err("ConnectionBudget must be a positive number of connections per child, or auto".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("ConnectionBudget: '{arg}' is not a whole number of connections (or auto)")),
+    }
 }
 
 /// A clamping warning, worded for start-up (console) or for a restart
@@ -251,6 +269,7 @@ pub static CURRENT: Mutex<MpmConfig> = Mutex::new(MpmConfig {
     worker_factor: 2 * WORKER_FACTOR_SCALE,
     active_daemons_limit: 16,
     async_request_head: true,
+    connection_budget: 0,
 });
 
 /// A copy of the configuration in force.
@@ -278,6 +297,16 @@ mod tests {
         for bad in ["abc", "", "3x", "1.5", "99999999999"] {
             let e = parse_number("ThreadsPerChild", bad).unwrap_err();
             assert!(e.starts_with("ThreadsPerChild:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn connection_budget_is_auto_or_positive() {
+        assert_eq!(parse_connection_budget("auto"), Ok(0));
+        assert_eq!(parse_connection_budget(" AUTO "), Ok(0));
+        assert_eq!(parse_connection_budget("5000"), Ok(5000));
+        for bad in ["0", "-3", "1e4", "lots", ""] {
+            assert!(parse_connection_budget(bad).unwrap_err().contains("ConnectionBudget"), "{bad}");
         }
     }
 

@@ -313,6 +313,18 @@ pub unsafe extern "C" fn event_rs_set_async_request_head(cmd: *mut sys::cmd_parm
 /// Called by httpd only, from the directive table: `cmd` is the directive
 /// being read and `arg` its NUL-terminated argument.
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn event_rs_set_connection_budget(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, arg: *const c_char) -> *const c_char {
+    directive(cmd, arg, |_, arg| {
+        let b = config::parse_connection_budget(arg)?;
+        config::update(|c| c.connection_budget = b);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// Called by httpd only, from the directive table: `cmd` is the directive
+/// being read and `arg` its NUL-terminated argument.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn event_rs_set_worker_factor(cmd: *mut sys::cmd_parms, _dummy: *mut std::ffi::c_void, arg: *const c_char) -> *const c_char {
     directive(cmd, arg, |_, arg| {
         let f = config::parse_worker_factor(arg)?;

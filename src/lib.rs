@@ -11,7 +11,8 @@
 //!   callbacks), `poller` (the two epoll sets), `queue` (the task queue,
 //!   the poller role), `cpu` (are the CPUs busy), `suspend` (when a
 //!   suspended connection goes back to a worker), `balance` (spreading
-//!   connections over the children), `process` (state parent and child
+//!   connections over the children), `budget` (a child's open connections,
+//!   and which waiting ones to close when full), `process` (state parent and child
 //!   both read: the generation, one-process mode, a child's bookkeeping).
 //! - `engine`: what a child's threads share, and where a connection waits.
 //! - `connection`: the connection state machine.
@@ -21,6 +22,7 @@
 //!   httpd calls, and the module record.
 
 pub mod balance;
+pub mod budget;
 pub mod child;
 pub mod config;
 pub mod connection;

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::balance;
+use crate::budget;
 use crate::connection;
 use crate::engine::{self, Limit, Mode, NewSocket, POLLER_GRACE, Runtime, Task, Waiting};
 use crate::ffi::httpd::{self, Pod, PodSignal};
@@ -18,6 +19,8 @@ use crate::ffi::{log, retained, score, stats, sys};
 use crate::poller::{Events, LISTENER_BASE, POD, WAKER};
 use crate::timers::{Token, Wait};
 
+/// Most connections accepted from one listener per pass of the loop.
+const ACCEPT_BATCH: usize = 32;
 /// How long accepting pauses after running out of descriptors or memory.
 const SHORTAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// Least time between two rounds of shedding idle keep-alive connections.
@@ -62,6 +65,8 @@ struct Accepting<'a> {
     shortage_logged: bool,
     /// Why accepting was last paused for the accept limit.
     paused_for: Limit,
+    /// Connections closed to make room in the budget, for the log.
+    evictions: budget::Report,
 }
 
 impl Accepting<'_> {
@@ -143,7 +148,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         yielded: false,
         shortage_logged: false,
         paused_for: Limit::Under,
+        evictions: budget::Report::default(),
     };
+    stats::get(rt.slot).budget.store(rt.budget, Ordering::Relaxed);
     acc.set(rt, true);
     let mut events = Events::with_capacity(256);
     let mut graceful_begun = false;
@@ -204,7 +211,15 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                 t if t <= Token::MAX => drain(rt, Token(t), ev.closed),
                 t => {
                     if let Some(i) = t.checked_sub(LISTENER_BASE).map(|i| i as usize).filter(|&i| i < listeners.len()) {
-                        accept_one(rt, &mut acc, i);
+                        // A burst of connections is taken in one go, not one
+                        // per pass of this loop, which would let the listen
+                        // backlog fill (then clients wait a second for
+                        // their SYN to be sent again).
+                        for _ in 0..ACCEPT_BATCH {
+                            if !accept_one(rt, &mut acc, i) {
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -236,6 +251,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
             acc.end_yield(rt);
         }
         let paused = rt.accept_paused.load(Ordering::SeqCst);
+        if paused && acc.paused_for == Limit::Budget {
+            make_room(rt, &mut acc.evictions);
+        }
         let hysteresis = acc.paused_for == Limit::Connections;
         if !rt.stopping() && acc.backoff_until.is_none() && paused && rt.above_limit(hysteresis) == Limit::Under {
             rt.accept_paused.store(false, Ordering::SeqCst);
@@ -328,41 +346,52 @@ pub fn speaks_http(protocol: Option<&str>) -> bool {
     protocol.is_none_or(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
 }
 
-fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) {
+/// Accepts a connection from listener `i` if the limits allow; says
+/// whether it did.
+fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
     let (l, http) = (acc.listeners[i], acc.http[i]);
     if !acc.on || rt.stopping() {
-        return;
+        return false;
     }
+    make_room(rt, &mut acc.evictions);
     let limit = rt.above_limit(false);
     if limit != Limit::Under {
         // Pause, then look again: a worker that went idle in between saw no
         // pause and did not wake us (SeqCst on both sides).
         acc.paused_for = limit;
         rt.accept_paused.store(true, Ordering::SeqCst);
-        acc.set(rt, false);
+        if limit == Limit::Budget {
+            // Its workers stay available in the scoreboard: the parent
+            // starting children up to MaxRequestWorkers (and logging
+            // AH00484) for want of descriptors would be the wrong cure.
+            acc.watch(rt, false);
+        } else {
+            acc.set(rt, false);
+        }
         if rt.above_limit(false) == Limit::Under {
             rt.accept_paused.store(false, Ordering::SeqCst);
             acc.set(rt, true);
-            return;
+            return false;
         }
         if log::enabled(sys::APLOG_DEBUG) {
             log::error(sys::APLOG_DEBUG, 0, &format!(
                 "Too many open connections ({}), not accepting new conns in this process",
                 rt.connections.load(Ordering::Acquire)));
         }
-        return;
+        return false;
     }
     if !std::mem::take(&mut acc.yielded)
         && balance::should_yield(load(rt.slot), || peers(rt).map(load).min())
         && acc.yield_to_peers(rt)
     {
-        return;
+        return false;
     }
     let pool = match rt.pool() {
         Ok(p) => p,
         Err(rv) => {
             log::error(sys::APLOG_CRIT, rv, "AH03097: Failed to create transaction pool");
-            return shortage(rt, acc);
+            shortage(rt, acc);
+            return false;
         }
     };
     match l.accept(&pool) {
@@ -377,8 +406,12 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) {
                 log::error(sys::APLOG_TRACE1, 0, "Stopping process due to MaxConnectionsPerChild");
                 rt.stop(Mode::Graceful);
             }
+            true
         }
-        Accepted::Nothing => rt.recycle(pool),
+        Accepted::Nothing => {
+            rt.recycle(pool);
+            false
+        }
         Accepted::Shortage(rv) => {
             rt.recycle(pool);
             if !acc.shortage_logged {
@@ -387,6 +420,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) {
                 acc.shortage_logged = true;
             }
             shortage(rt, acc);
+            false
         }
     }
 }
@@ -430,6 +464,43 @@ fn harvest(rt: &Runtime, events: &mut Events) {
         if let Some(r) = rt.ready_from(ev) {
             rt.push(Task::Ready(r));
         }
+    }
+}
+
+/// The connection budget is full: closes the waiting connections that made
+/// the least progress for the longest (see `budget`), and says so in the
+/// log (rate-limited). Those that need a worker to close (whole ones) still
+/// count until it has: accepting pauses meanwhile (Limit::Budget).
+fn make_room(rt: &Runtime, report: &mut budget::Report) {
+    let n = budget::room_to_make(rt.connections.load(Ordering::Acquire), rt.budget);
+    if n == 0 {
+        return;
+    }
+    let now = Instant::now();
+    let closing = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let candidates = budget::WAITS
+            .iter()
+            .flat_map(|&w| parked.entries(w))
+            .map(|(key, item, since)| budget::Candidate { key, since, progress: item.head_progress() })
+            .collect();
+        let chosen = budget::choose(candidates, n, now);
+        let closing: Vec<_> = chosen.into_iter().filter_map(|t| parked.remove(t)).collect();
+        rt.publish(&parked);
+        closing
+    };
+    let closed = closing.len() as u64;
+    stats::get(rt.slot).evicted.fetch_add(closed, Ordering::Relaxed);
+    for (item, wait, _) in closing {
+        connection::evict(rt, item, wait);
+    }
+    if let Some(k) = report.closed(closed, now)
+        && log::enabled(sys::APLOG_WARNING)
+    {
+        log::error(sys::APLOG_WARNING, 0, &format!(
+            "connection budget full ({} open connections per child, ConnectionBudget): closed {k} waiting for \
+             a request head or idle, least progress first, since the last such message",
+            rt.budget));
     }
 }
 

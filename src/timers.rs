@@ -273,6 +273,16 @@ impl<T> Parked<T> {
         tokens.into_iter().filter_map(|t| self.remove(t)).map(|(item, _, since)| (item, since)).collect()
     }
 
+    /// The entries of one kind, each with its token and when it was parked.
+    pub fn entries(&self, wait: Wait) -> impl Iterator<Item = (Token, &T, Instant)> + '_ {
+        self.queues.iter().filter(move |q| q.wait == wait).flat_map(move |q| {
+            self.indexes(q).map(move |i| {
+                let e = self.entry(i);
+                (Token::new(i, self.slots[i as usize].generation), &e.item, e.deadline - q.timeout)
+            })
+        })
+    }
+
     pub fn count(&self, wait: Wait) -> usize {
         self.queues.iter().filter(|q| q.wait == wait).map(Queue::len).sum()
     }
@@ -370,6 +380,24 @@ mod tests {
         assert_eq!(got, vec![("ka1", Wait::KeepAlive), ("ka2", Wait::KeepAlive)]);
         assert_eq!(p.count(Wait::KeepAlive), 0);
         assert_eq!(p.count(Wait::WriteCompletion), 1);
+    }
+
+    #[test]
+    fn entries_of_a_kind_come_with_their_tokens_and_parking_times() {
+        let t0 = Instant::now();
+        let mut p = Parked::default();
+        p.insert("h1", Wait::Head, 20 * S, t0 + S);
+        p.insert("ka", Wait::KeepAlive, 5 * S, t0);
+        // Parked again with its first deadline: in the early set.
+        p.insert("h0", Wait::Head, 20 * S, t0);
+        p.insert("h2", Wait::Head, 30 * S, t0 + 2 * S);
+        let mut got: Vec<(&str, Instant)> = p.entries(Wait::Head).map(|(_, &i, since)| (i, since)).collect();
+        got.sort();
+        assert_eq!(got, vec![("h0", t0), ("h1", t0 + S), ("h2", t0 + 2 * S)]);
+        let token = p.entries(Wait::Head).find(|&(_, &i, _)| i == "h0").map(|(t, _, _)| t).unwrap();
+        assert_eq!(p.remove(token), Some(("h0", Wait::Head, t0)));
+        assert_eq!(p.entries(Wait::Head).count(), 2);
+        assert_eq!(p.entries(Wait::Linger).count(), 0);
     }
 
     #[test]

@@ -418,14 +418,16 @@ fn sigkill_of_a_child_under_load_fails_only_its_own_connections() {
 fn strict_running_out_of_descriptors_pauses_accepting_without_retiring_the_child() {
     // One child; about 12 descriptors are in use before the first
     // connection, so EMFILE comes after some 50 connections, well below the
-    // child's connection limit (25 + 25 idle workers * 4 = 125).
+    // child's connection limit (25 + 25 idle workers * 4 = 125). The
+    // connection budget, by default below what the descriptors allow (25
+    // here), is set above it, so that descriptors run out first.
     let server = server()
         .without_cgi()
         .keep_alive_timeout(30)
         .max_open_files(64)
         .directives(
             "ServerLimit 1\nStartServers 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n\
-             MinSpareThreads 1\nMaxSpareThreads 25\nAsyncRequestWorkerFactor 4",
+             MinSpareThreads 1\nMaxSpareThreads 25\nAsyncRequestWorkerFactor 4\nConnectionBudget 1000",
         )
         .start();
     assert!(

@@ -12,7 +12,7 @@ use std::path::Path;
 /// the connection state machine; the worker and listener loops; the child
 /// and parent processes; the entry points httpd calls.
 const LAYERS: &[&str] = &[
-    "ffi", "config", "head", "timers", "poller", "queue", "cpu", "suspend", "balance",
+    "ffi", "config", "head", "timers", "budget", "poller", "queue", "cpu", "suspend", "balance",
     "process", "engine", "connection", "worker", "listener", "child", "parent", "status", "entry",
 ];
 

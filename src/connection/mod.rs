@@ -15,7 +15,7 @@ use crate::poller::Interest;
 use crate::timers::Wait;
 
 pub use hooks::{head_limits, post_read_request, pre_connection, switch_server};
-pub use wait::{accepted, dehydrate_idle, end_idle, end_idle_sessions, expired, ready};
+pub use wait::{accepted, dehydrate_idle, end_idle, end_idle_sessions, evict, expired, ready};
 
 use sys::conn_state_e_CONN_STATE_ASYNC_WAITIO as ASYNC_WAITIO;
 use sys::conn_state_e_CONN_STATE_KEEPALIVE as KEEPALIVE;

@@ -31,6 +31,9 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
             match peek.filter(|_| new.http).map(|buf| look(new.fd(), buf, new.lowat)) {
                 Some(Look::Wait(bytes)) => {
                     let since = if wait == Wait::Head { since } else { Instant::now() };
+                    if new.lowat == 0 {
+                        new.head_first = first_bytes(bytes);
+                    }
                     new.lowat = wait_for_more(new.fd(), bytes, new.lowat);
                     let t = rt.heads.get(new.head).after(bytes);
                     rt.park(Waiting::New(new), Wait::Head, t, since, Interest::Read);
@@ -64,6 +67,9 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
                 // bounds the wait, counted from the first of them.
                 let since = if wait == Wait::Head { since } else { Instant::now() };
                 let t = rt.heads.get(conn.head).after(bytes);
+                if conn.lowat == 0 {
+                    conn.head_first = first_bytes(bytes);
+                }
                 conn.lowat = wait_for_more(conn.fd, bytes, conn.lowat);
                 rt.park(Waiting::Conn(conn), Wait::Head, t, since, Interest::Read);
                 return None;
@@ -78,6 +84,12 @@ pub fn ready(rt: &Runtime, item: Waiting, wait: Wait, since: Instant, peek: Opti
         }
         Wait::WriteCompletion => Some(Task::Resume(conn)),
     }
+}
+
+/// A head's first bytes, as kept for `Waiting::head_progress` (a head is
+/// at most a peek buffer's worth, far below the cap).
+fn first_bytes(bytes: usize) -> u16 {
+    u16::try_from(bytes).unwrap_or(u16::MAX)
 }
 
 /// Epoll reports a socket readable as long as unread data is there, so a
@@ -161,6 +173,22 @@ fn linger_socket(rt: &Runtime, new: NewSocket, since: Instant) {
     match socket::drain(new.fd()) {
         Ok(false) => rt.park(Waiting::New(new), Wait::Linger, LINGER_SHORT_TIME, since, Interest::Read),
         _ => new.close(rt),
+    }
+}
+
+/// Closes a waiting connection to make room in the connection budget (on
+/// the listener): a socket without a conn_rec at once, whatever part of a
+/// head it sent (that is what the room is taken back from); an idle one as
+/// at its KeepAliveTimeout; a whole connection by lingering close on a
+/// worker, which runs its modules' pre_close hooks.
+pub fn evict(rt: &Runtime, item: Waiting, wait: Wait) {
+    match item {
+        Waiting::New(new) if wait == Wait::Idle => end_idle(rt, new),
+        Waiting::New(new) => new.close(rt),
+        Waiting::Conn(mut conn) => {
+            lower_rcvlowat(conn.fd, &mut conn.lowat);
+            rt.shutdown(conn);
+        }
     }
 }
 

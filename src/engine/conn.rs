@@ -31,6 +31,8 @@ pub struct NewSocket {
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `connection::wait`).
     pub lowat: u32,
+    /// How many bytes of its head the first look saw (`head_progress`).
+    pub head_first: u16,
     /// Accepted on an HTTP listener (listener::speaks_http).
     pub http: bool,
     /// How long its request head may take: its server's limit, in
@@ -67,7 +69,7 @@ impl NewSocket {
     }
 
     fn new(origin: Origin, registered: bool, http: bool, head: u32) -> Self {
-        NewSocket { origin, registered, head_expired: false, lowat: 0, http, head, lingering: false, draining: false }
+        NewSocket { origin, registered, head_expired: false, lowat: 0, head_first: 0, http, head, lingering: false, draining: false }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -102,6 +104,19 @@ impl Waiting {
             Waiting::Conn(c) => c.fd,
             Waiting::New(n) => n.fd(),
         }
+    }
+
+    /// Bytes of a request head received since the first ones (0 for an
+    /// idle connection): the progress of a head that did not come whole,
+    /// which its first packet says nothing about (a slowloris client sends
+    /// most of a head at once, then a byte now and then). The receive
+    /// low-water mark is raised one past the bytes received.
+    pub fn head_progress(&self) -> usize {
+        let (lowat, first) = match self {
+            Waiting::Conn(c) => (c.lowat, c.head_first),
+            Waiting::New(n) => (n.lowat, n.head_first),
+        };
+        (lowat.saturating_sub(1) as usize).saturating_sub(usize::from(first))
     }
 
     pub fn lower_rcvlowat(&mut self) {
@@ -144,6 +159,8 @@ pub struct Conn {
     /// The SO_RCVLOWAT raised while part of a head waits, 0 when not
     /// raised (see `connection::wait`).
     pub(crate) lowat: u32,
+    /// As NewSocket's.
+    pub(crate) head_first: u16,
     /// Accepted on an HTTP listener: only then do its requests wait for
     /// their head in the pollset, and may it be dehydrated between them.
     pub(crate) http: bool,
@@ -208,6 +225,7 @@ impl Conn {
             draining: false,
             suspended: false,
             lowat: 0,
+            head_first: 0,
             http,
             head,
             linger_since: None,

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, A
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::budget;
 use crate::config::{self, MpmConfig};
 use crate::cpu;
 use crate::ffi::pool::{Pool, PoolRef};
-use crate::ffi::{httpd, retained, score, stats, sys};
+use crate::ffi::{httpd, retained, score, socket, stats, sys};
 use crate::head::HeadLimits;
 use crate::poller::{ConnPoll, Poller};
 use crate::queue::{Baton, WorkQueue};
@@ -59,6 +60,12 @@ pub struct Runtime {
     pub schedule: Mutex<Schedule<Callback>>,
     pub connections: AtomicU32,
     pub lingering: AtomicU32,
+    /// Connections waiting for a request head or idle between requests,
+    /// as last published: they hold no worker, so the accept limit leaves
+    /// them out (the connection budget bounds them).
+    waiting: AtomicU32,
+    /// ConnectionBudget in force (see `crate::budget`).
+    pub budget: u32,
     /// The listener stopped accepting because of the AsyncRequestWorkerFactor
     /// limit; a worker going idle or a connection closing wakes it to check.
     pub accept_paused: AtomicBool,
@@ -110,6 +117,11 @@ impl Runtime {
             schedule: Mutex::new(Schedule::default()),
             connections: AtomicU32::new(0),
             lingering: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            budget: match cfg.connection_budget {
+                0 => budget::from_descriptors(socket::open_files_limit().unwrap_or(1024), cfg.threads_per_child as u32),
+                n => n,
+            },
             accept_paused: AtomicBool::new(false),
             mode: AtomicU8::new(Mode::Running as u8),
             stop_bell: (Mutex::new(()), Condvar::new()),
@@ -170,14 +182,13 @@ impl Runtime {
     /// sees current numbers. Called with the parked set locked.
     pub fn publish(&self, parked: &Parked<Waiting>) {
         stats::get(self.slot).heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
+        let waiting = budget::WAITS.iter().map(|&w| parked.count(w) as u32).sum();
+        self.waiting.store(waiting, Ordering::Release);
         score::set_counters(self.slot, score::ProcessCounters {
             connections: self.connections.load(Ordering::Acquire),
             write_completion: parked.count(Wait::WriteCompletion) as u32,
             lingering_close: self.lingering.load(Ordering::Acquire),
-            keep_alive: [Wait::KeepAlive, Wait::KeepAliveWhole, Wait::Idle, Wait::Head]
-                .iter()
-                .map(|&w| parked.count(w) as u32)
-                .sum(),
+            keep_alive: waiting,
             wait_io: parked.count(Wait::WaitIo) as u32,
         });
     }
@@ -191,6 +202,10 @@ impl Runtime {
     /// Stock's connections_above_limit: accept no more while open
     /// connections (less lingering ones) reach ThreadsPerChild plus
     /// AsyncRequestWorkerFactor per idle worker, or no worker is idle.
+    /// Unlike stock, connections waiting for a request head or idle between
+    /// requests are left out: they cost no worker, and a slowloris attack
+    /// made of them would otherwise stop every child accepting while its
+    /// workers are idle. The connection budget bounds them (`budget`).
     ///
     /// `hysteresis`: count one idle worker less, as stock does while it is
     /// not accepting because of the connection count, so that accepting
@@ -205,7 +220,10 @@ impl Runtime {
             return Limit::Busy;
         }
         let conns = self.connections.load(Ordering::Acquire);
-        let lingering = self.lingering.load(Ordering::Acquire);
+        if conns >= self.budget {
+            return Limit::Budget;
+        }
+        let lingering = self.lingering.load(Ordering::Acquire) + self.waiting.load(Ordering::Acquire);
         let limit = self.cfg.threads_per_child as u32
             + idle.saturating_sub(u32::from(hysteresis)) * (self.cfg.worker_factor / config::WORKER_FACTOR_SCALE);
         if conns > lingering && conns - lingering >= limit { Limit::Connections } else { Limit::Under }
@@ -220,6 +238,9 @@ pub enum Limit {
     Busy,
     /// Too many connections for the idle workers (AsyncRequestWorkerFactor).
     Connections,
+    /// The connection budget is full, and no waiting connection can be
+    /// closed for room yet.
+    Budget,
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);

@@ -261,6 +261,15 @@ pub fn close_fd(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// This process's soft limit of open descriptors (RLIMIT_NOFILE), `None`
+/// when it cannot be read.
+pub fn open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some(lim.rlim_cur)
+}
+
 /// Gives freed heap memory back to the system (glibc keeps it otherwise).
 pub fn trim_heap() {
     // SAFETY: malloc_trim has no preconditions.

@@ -18,6 +18,10 @@ pub struct ChildStats {
     pub timers: AtomicU32,
     /// Connections waiting for the rest of a request head.
     pub heads: AtomicU32,
+    /// ConnectionBudget in force, and how many waiting connections were
+    /// closed to make room (`crate::budget`).
+    pub budget: AtomicU32,
+    pub evicted: AtomicU64,
     pub dispatches: AtomicU64,
     pub dispatch_ns_total: AtomicU64,
     pub dispatch_ns_max: AtomicU64,
@@ -29,10 +33,10 @@ pub struct ChildStats {
 impl ChildStats {
     pub fn reset(&self, pid: i32) {
         self.pid.store(pid, Ordering::Relaxed);
-        for a in [&self.pollset, &self.queued, &self.timers, &self.heads] {
+        for a in [&self.pollset, &self.queued, &self.timers, &self.heads, &self.budget] {
             a.store(0, Ordering::Relaxed);
         }
-        for a in [&self.dispatches, &self.dispatch_ns_total, &self.dispatch_ns_max] {
+        for a in [&self.dispatches, &self.dispatch_ns_total, &self.dispatch_ns_max, &self.evicted] {
             a.store(0, Ordering::Relaxed);
         }
         self.yielding.store(false, Ordering::SeqCst);
@@ -68,6 +72,8 @@ static NOWHERE: ChildStats = ChildStats {
     queued: AtomicU32::new(0),
     timers: AtomicU32::new(0),
     heads: AtomicU32::new(0),
+    budget: AtomicU32::new(0),
+    evicted: AtomicU64::new(0),
     dispatches: AtomicU64::new(0),
     dispatch_ns_total: AtomicU64::new(0),
     dispatch_ns_max: AtomicU64::new(0),
