@@ -1459,7 +1459,7 @@ def main():
                    help="seconds of the scenario's own load before each measurement (full 2, QUICK 1)")
     r.add_argument("--restarts", type=int, help="graceful restarts per round in scenario 5")
     r.add_argument("--idle", type=int, default=5000, help="idle connections in scenario 4")
-    r.add_argument("--scenarios", help="comma-separated subset of s1,s2,s3,s6,s4,s5 (default all)")
+    r.add_argument("--scenarios", help="comma-separated subset of s1,s2,s3,s6,s4,s5,s7,s8,s9 (default all)")
     r.add_argument("--servers", help="comma-separated: ours,event,worker,nginx")
     r.add_argument("--module", default=default_module)
     r.add_argument("--out", default=os.path.join(HERE, "results"))
