@@ -330,7 +330,9 @@ fn begin_graceful(rt: &Runtime, acc: &mut Accepting, pod: Option<Pod>) {
     score::set_quiescing(rt.slot, 1);
     for t in 0..rt.cfg.threads_per_child as usize {
         score::update_worker(rt.slot, t, sys::SERVER_GRACEFUL);
-    }    connection::end_idle_sessions(rt);
+    }
+    connection::end_idle_sessions(rt);
+    connection::shorten_lingering(rt);
 }
 
 /// Whether connections on a listener of `protocol` are HTTP's: their

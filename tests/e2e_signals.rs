@@ -119,3 +119,26 @@ fn graceful_stop_on_sigwinch_ends_every_process() {
         "still running 10 s after SIGWINCH: {left:?} of {procs:?}"
     );
 }
+
+/// A client that keeps its end open after a `Connection: close` response
+/// holds the connection in lingering close; a graceful stop gives it the
+/// short linger time (2 s), as stock does once its child is dying, not the
+/// 30 s of a running child.
+#[test]
+fn graceful_stop_gives_lingering_closes_the_short_time() {
+    let server = server().start();
+    let procs = all_processes(&server);
+    let mut conn = server.connect();
+    conn.send(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let response = conn.read_response().expect("response");
+    assert_eq!(response.status, 200);
+    // The server has ended its side; ours stays open, sending nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = std::time::Instant::now();
+    server.signal(libc::SIGWINCH);
+    let left = wait_all_exited(&procs, Duration::from_secs(15));
+    assert!(left.is_empty(), "still running 15 s after SIGWINCH: {left:?}");
+    let took = stop.elapsed();
+    assert!(took <= Duration::from_secs(6), "the graceful stop took {took:?} with a connection lingering");
+    drop(conn);
+}

@@ -15,7 +15,7 @@ use crate::poller::Interest;
 use crate::timers::Wait;
 
 pub use hooks::{head_limits, post_read_request, pre_connection, switch_server};
-pub use wait::{accepted, dehydrate_idle, end_idle, end_idle_sessions, evict, expired, ready};
+pub use wait::{accepted, dehydrate_idle, end_idle, end_idle_sessions, evict, expired, ready, shorten_lingering};
 
 use sys::conn_state_e_CONN_STATE_ASYNC_WAITIO as ASYNC_WAITIO;
 use sys::conn_state_e_CONN_STATE_KEEPALIVE as KEEPALIVE;
@@ -225,10 +225,14 @@ fn lingering_close(rt: &Runtime, mut conn: Box<Conn>) {
 
 /// Drains what the client sent; closes at its FIN, or parks until more
 /// arrives or the linger time is over. Runs on a worker or the listener.
+/// A stopping child lingers the short time only, as stock's does once it
+/// is dying, so that a client keeping its end open does not hold it for
+/// 30 s (see `wait::shorten_lingering` for those already lingering).
 pub fn linger(rt: &Runtime, conn: Box<Conn>) {
     match socket::drain(conn.fd) {
         Ok(false) => {
-            let t = if conn.state() == LINGER_SHORT { LINGER_SHORT_TIME } else { LINGER_NORMAL_TIME };
+            let short = conn.state() == LINGER_SHORT || rt.stopping();
+            let t = if short { LINGER_SHORT_TIME } else { LINGER_NORMAL_TIME };
             let since = conn.linger_since.unwrap_or_else(Instant::now);
             // Parked directly: the connection is already suspended.
             rt.park(Waiting::Conn(conn), Wait::Linger, t, since, Interest::Read);

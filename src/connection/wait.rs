@@ -2,7 +2,7 @@
 //! (`ready`), its deadline passed (`expired`), it was just accepted
 //! (`accepted`), it idled long enough to give its pool back
 //! (`dehydrate_idle`), or the child began a graceful stop
-//! (`end_idle_sessions`). Request heads are looked at here, without a
+//! (`end_idle_sessions`, `shorten_lingering`). Request heads are looked at here, without a
 //! conn_rec, before a worker is given the connection.
 
 use std::os::fd::RawFd;
@@ -127,6 +127,19 @@ pub fn end_idle_sessions(rt: &Runtime) {
         if let Waiting::Conn(conn) = item {
             rt.shutdown(conn);
         }
+    }
+}
+
+/// Gives the connections already in a (normal) lingering close the short
+/// time, counted from when it began, when the child begins to stop: stock
+/// does the same to its lingering queue once it is dying.
+pub fn shorten_lingering(rt: &Runtime) {
+    let lingering = {
+        let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.take_where(Wait::Linger, |_| true)
+    };
+    for (item, since) in lingering {
+        rt.park(item, Wait::Linger, LINGER_SHORT_TIME, since, Interest::Read);
     }
 }
 
