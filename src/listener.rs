@@ -67,6 +67,9 @@ struct Accepting<'a> {
     paused_for: Limit,
     /// Connections closed to make room in the budget, for the log.
     evictions: budget::Report,
+    /// No waiting connection is old enough to be closed for room before
+    /// then (see `make_room`).
+    room_after: Option<Instant>,
 }
 
 impl Accepting<'_> {
@@ -149,6 +152,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         shortage_logged: false,
         paused_for: Limit::Under,
         evictions: budget::Report::default(),
+        room_after: None,
     };
     stats::get(rt.slot).budget.store(rt.budget, Ordering::Relaxed);
     acc.set(rt, true);
@@ -252,7 +256,7 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         }
         let paused = rt.accept_paused.load(Ordering::SeqCst);
         if paused && acc.paused_for == Limit::Budget {
-            make_room(rt, &mut acc.evictions);
+            make_room(rt, &mut acc);
         }
         let hysteresis = acc.paused_for == Limit::Connections;
         if !rt.stopping() && acc.backoff_until.is_none() && paused && rt.above_limit(hysteresis) == Limit::Under {
@@ -355,7 +359,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
     if !acc.on || rt.stopping() {
         return false;
     }
-    make_room(rt, &mut acc.evictions);
+    make_room(rt, acc);
     let limit = rt.above_limit(false);
     if limit != Limit::Under {
         // Pause, then look again: a worker that went idle in between saw no
@@ -473,20 +477,29 @@ fn harvest(rt: &Runtime, events: &mut Events) {
 /// the least progress for the longest (see `budget`), and says so in the
 /// log (rate-limited). Those that need a worker to close (whole ones) still
 /// count until it has: accepting pauses meanwhile (Limit::Budget).
-fn make_room(rt: &Runtime, report: &mut budget::Report) {
+fn make_room(rt: &Runtime, acc: &mut Accepting) {
     let n = budget::room_to_make(rt.connections.load(Ordering::Acquire), rt.budget);
     if n == 0 {
         return;
     }
     let now = Instant::now();
+    // While the budget stays full of connections too young to close, the
+    // listener would look through all of them on every pass: a waiting
+    // connection only ever gets younger (its wait starts again), so none
+    // can qualify before the oldest one does.
+    if acc.room_after.is_some_and(|t| now < t) {
+        return;
+    }
     let closing = {
         let mut parked = rt.parked.lock().unwrap_or_else(|e| e.into_inner());
         let candidates = budget::WAITS
             .iter()
             .flat_map(|&w| parked.entries(w))
             .map(|(key, item, since)| budget::Candidate { key, since, progress: item.head_progress() })
-            .collect();
+            .collect::<Vec<_>>();
+        let oldest = candidates.iter().map(|c| c.since).min().unwrap_or(now);
         let chosen = budget::choose(candidates, n, now);
+        acc.room_after = chosen.is_empty().then(|| oldest + budget::MIN_AGE);
         let closing: Vec<_> = chosen.into_iter().filter_map(|t| parked.remove(t)).collect();
         rt.publish(&parked);
         closing
@@ -496,7 +509,7 @@ fn make_room(rt: &Runtime, report: &mut budget::Report) {
     for (item, wait, _) in closing {
         connection::evict(rt, item, wait);
     }
-    if let Some(k) = report.closed(closed, now)
+    if let Some(k) = acc.evictions.closed(closed, now)
         && log::enabled(sys::APLOG_WARNING)
     {
         log::error(sys::APLOG_WARNING, 0, &format!(

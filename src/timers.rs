@@ -262,14 +262,7 @@ impl<T> Parked<T> {
     /// Removes the entries of one kind that `pick` picks, with when each
     /// was parked.
     pub fn take_where(&mut self, wait: Wait, pick: impl Fn(&T) -> bool) -> Vec<(T, Instant)> {
-        let tokens: Vec<Token> = self
-            .queues
-            .iter()
-            .filter(|q| q.wait == wait)
-            .flat_map(|q| self.indexes(q))
-            .filter(|&i| pick(&self.entry(i).item))
-            .map(|i| Token::new(i, self.slots[i as usize].generation))
-            .collect();
+        let tokens: Vec<Token> = self.entries(wait).filter(|&(_, item, _)| pick(item)).map(|(t, _, _)| t).collect();
         tokens.into_iter().filter_map(|t| self.remove(t)).map(|(item, _, since)| (item, since)).collect()
     }
 
