@@ -132,8 +132,9 @@ fn graceful_stop_gives_lingering_closes_the_short_time() {
     conn.send(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let response = conn.read_response().expect("response");
     assert_eq!(response.status, 200);
-    // The server has ended its side; ours stays open, sending nothing.
-    std::thread::sleep(Duration::from_millis(300));
+    // The server's FIN: it has shut its side and lingers; ours stays open,
+    // sending nothing.
+    conn.wait_for_close(Duration::from_secs(5)).expect("the server's FIN after the response");
     let stop = std::time::Instant::now();
     server.signal(libc::SIGWINCH);
     let left = wait_all_exited(&procs, Duration::from_secs(15));
