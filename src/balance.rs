@@ -16,11 +16,29 @@
 //! child is slow to take it. Only one child of a bucket yields at a time:
 //! when two did, each over the other's load a moment apart, nobody accepted
 //! for a while, and new connections per second (the benchmark's scenario 2)
-//! fell by a third.
+//! fell by a third. Unless the one that yields now carries clearly less
+//! than the child that would yield next (`outdated`): in a burst (wrk's 50
+//! connections at once) the children take tens of connections a
+//! millisecond, one yielded on a view of three against none, and the other
+//! took the rest of the burst meanwhile, 40 to 10. So both may yield; but
+//! a yielding child keeps its listening sockets, edge-triggered, and weighs
+//! the loads again at each connection that arrives: while connections keep
+//! arriving, one child takes each at once (with both yielding that way,
+//! scenario 2 kept its rate), and only connections already all waiting in
+//! the backlog wait, at most `YIELD_FOR`.
 //!
-//! Load is what a child is doing, not what it holds: idle keep-alive
-//! connections (parked between requests; thousands cost nothing) and
-//! lingering closes do not count.
+//! Load is the work a child has and is about to have: the connections it
+//! serves, those waiting for a request head, and those that finished a
+//! request less than the dehydration time ago, whose client is likely on its
+//! way with the next one (`resting`). Counting those matters when clients
+//! reconnect every few hundred milliseconds (MaxKeepAliveRequests) in front
+//! of a slow backend: a child's ready connections waiting for a worker are
+//! parked as idle, and without them its load looked like the two or three
+//! requests in its workers, so connections piled up on whichever child
+//! happened to take them, waiting there five times longer than on the
+//! other child (issue 18, bench/results/analysis/backends.md). Connections
+//! idle for longer (thousands of them cost nothing) and lingering closes
+//! do not count.
 
 use std::time::Duration;
 
@@ -36,11 +54,11 @@ pub const SLACK: u32 = 2;
 pub const YIELD_FOR: Duration = Duration::from_millis(1);
 
 /// A child's load from its published counters: its connections less those
-/// idle between requests and those closing. `heads`: connections waiting
-/// for a request head, which the scoreboard counts among the keep-alive
-/// ones (mod_status shows them so) but which are new work on their way.
-pub fn load(c: ProcessCounters, heads: u32) -> u32 {
-    let idle = c.keep_alive.saturating_sub(heads);
+/// waiting (the scoreboard's keep-alive ones) other than the `busy_soon`
+/// ones (waiting for a request head, or resting between requests; see the
+/// module doc) and those closing.
+pub fn load(c: ProcessCounters, busy_soon: u32) -> u32 {
+    let idle = c.keep_alive.saturating_sub(busy_soon);
     c.connections.saturating_sub(idle).saturating_sub(c.lingering_close)
 }
 
@@ -53,6 +71,12 @@ pub fn should_yield(mine: u32, least_peer: impl FnOnce() -> Option<u32>) -> bool
     mine > SLACK && least_peer().is_some_and(|least| mine > least.saturating_add(SLACK))
 }
 
+/// Whether a peer that yields while carrying `yielding` has no more reason
+/// to than a child carrying `mine`, which then yields as well.
+pub fn outdated(yielding: u32, mine: u32) -> bool {
+    should_yield(mine, || Some(yielding))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,8 +84,8 @@ mod tests {
     #[test]
     fn load_is_the_connections_being_served_or_starting() {
         let c = ProcessCounters { connections: 5000 + 7, keep_alive: 5000 + 3, lingering_close: 2, ..Default::default() };
-        // 5,000 idle keep-alive connections and 2 closing: 3 new ones (heads)
-        // and 2 in workers.
+        // 5,000 idle keep-alive connections and 2 closing: 3 about to be
+        // served (heads, or resting) and 2 in workers.
         assert_eq!(load(c, 3), 5);
         // HTTP/2 sessions parked waiting for client data are load.
         let h2 = ProcessCounters { connections: 10, wait_io: 4, ..Default::default() };
@@ -92,13 +116,24 @@ mod tests {
     }
 
     /// Of two children, at most one yields at any time, so a connection
-    /// always has a child that takes it at once.
+    /// always has a child that takes it at once: with the same loads in
+    /// view, at most one wants to, and a yield is overridden only by a child
+    /// that does not yield then.
     #[test]
     fn two_children_never_both_yield() {
         for a in 0..50 {
             for b in 0..50 {
                 assert!(!(should_yield(a, || Some(b)) && should_yield(b, || Some(a))), "{a} and {b}");
+                assert!(!(outdated(a, b) && should_yield(a, || Some(b))), "{a} yields rightly over {b}");
             }
         }
+    }
+
+    #[test]
+    fn a_yield_is_outdated_once_the_yielding_child_carries_clearly_less() {
+        assert!(!outdated(5, 6), "within the slack: the yield stands");
+        assert!(!outdated(3, 3 + SLACK));
+        assert!(outdated(3, 4 + SLACK), "the burst went to the other child meanwhile");
+        assert!(!outdated(40, 10));
     }
 }

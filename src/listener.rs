@@ -56,12 +56,19 @@ struct Accepting<'a> {
     http: Vec<bool>,
     /// Registered in the pollset.
     on: bool,
+    /// Registered edge-triggered, while yielding (`yield_to_peers`).
+    edges: bool,
     closed: bool,
     backoff_until: Option<Instant>,
     /// Leaving new connections to a less loaded child until then (`balance`).
     yield_until: Option<Instant>,
-    /// A yield is over: the next connection is taken whatever the balance.
-    yielded: bool,
+    /// When the last yield ended: a connection still waiting then is the
+    /// one no peer took, and is taken whatever the balance. Connections
+    /// that come later are weighed again: with clients reconnecting every
+    /// few milliseconds (MaxKeepAliveRequests), taking the next one blindly
+    /// let every other one through, and the connections piled up on
+    /// whichever child happened to win them.
+    yielded_at: Option<Instant>,
     shortage_logged: bool,
     /// Why accepting was last paused for the accept limit.
     paused_for: Limit,
@@ -95,30 +102,62 @@ impl Accepting<'_> {
             }
         }
         self.on = on;
+        self.edges = false;
+    }
+
+    /// Switches the watched listening sockets to edge-triggered or back.
+    fn edges(&mut self, rt: &Runtime, edges: bool) {
+        if edges == self.edges || !self.on || self.closed {
+            return;
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Err(e) = rt.poller.listener_edges(l.fd(), i, edges) {
+                log::error(sys::APLOG_ERR, e.raw_os_error().unwrap_or(0), "listener pollset update failed");
+            }
+        }
+        self.edges = edges;
     }
 
     /// Leaves new connections to the other children for `balance::YIELD_FOR`,
-    /// unless another child of the bucket yields already (one at a time, so
-    /// that some child always accepts).
-    fn yield_to_peers(&mut self, rt: &Runtime) -> bool {
+    /// unless another child of the bucket yields already and still has
+    /// reason to (`balance::outdated`). The listening sockets stay watched,
+    /// edge-triggered: each connection that arrives meanwhile wakes us to
+    /// weigh the loads again (`still_yielding`), without the ones left
+    /// waiting for a peer waking us again and again.
+    fn yield_to_peers(&mut self, rt: &Runtime, mine: u32) -> bool {
         let me = stats::get(rt.slot);
         me.yielding.store(true, Ordering::SeqCst);
         // Two children that decide to yield at once both see the other's
-        // flag here (SeqCst), and neither yields.
-        if peers(rt).any(|s| stats::get(s).yielding.load(Ordering::SeqCst)) {
+        // flag here (SeqCst), and at most one of them carries clearly more
+        // than the other: neither yields, or that one does.
+        if peers(rt).any(|s| stats::get(s).yielding.load(Ordering::SeqCst) && !balance::outdated(load(s), mine)) {
             me.yielding.store(false, Ordering::SeqCst);
             return false;
         }
-        self.watch(rt, false);
+        self.edges(rt, true);
         self.yield_until = Some(Instant::now() + balance::YIELD_FOR);
         true
     }
 
     fn end_yield(&mut self, rt: &Runtime) {
         self.yield_until = None;
-        self.yielded = true;
+        self.yielded_at = Some(Instant::now());
         stats::get(rt.slot).yielding.store(false, Ordering::SeqCst);
-        self.watch(rt, true);
+        self.edges(rt, false);
+    }
+
+    /// A connection arrived while yielding: the yield goes on while this
+    /// child still carries clearly more than a peer, else it ends now (see
+    /// `balance`).
+    fn still_yielding(&mut self, rt: &Runtime) -> bool {
+        if self.yield_until.is_none() {
+            return false;
+        }
+        if balance::should_yield(load(rt.slot), || peers(rt).map(load).min()) {
+            return true;
+        }
+        self.end_yield(rt);
+        false
     }
 
     /// Stops accepting for good: closes this bucket's listening sockets.
@@ -145,10 +184,11 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
         listeners,
         http: listeners.iter().map(|l| speaks_http(l.protocol().as_deref())).collect(),
         on: false,
+        edges: false,
         closed: false,
         backoff_until: None,
         yield_until: None,
-        yielded: false,
+        yielded_at: None,
         shortage_logged: false,
         paused_for: Limit::Under,
         evictions: budget::Report::default(),
@@ -214,7 +254,9 @@ pub fn run(rt: &Runtime, listeners: &[Listener], pod: Option<Pod>) {
                 }
                 t if t <= Token::MAX => drain(rt, Token(t), ev.closed),
                 t => {
-                    if let Some(i) = t.checked_sub(LISTENER_BASE).map(|i| i as usize).filter(|&i| i < listeners.len()) {
+                    if let Some(i) = t.checked_sub(LISTENER_BASE).map(|i| i as usize).filter(|&i| i < listeners.len())
+                        && !acc.still_yielding(rt)
+                    {
                         // A burst of connections is taken in one go, not one
                         // per pass of this loop, which would let the listen
                         // backlog fill (then clients wait a second for
@@ -386,11 +428,11 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
         }
         return false;
     }
-    if !std::mem::take(&mut acc.yielded)
-        && balance::should_yield(load(rt.slot), || peers(rt).map(load).min())
-        && acc.yield_to_peers(rt)
-    {
-        return false;
+    if acc.yielded_at.take().is_none_or(|at| at.elapsed() >= balance::YIELD_FOR) {
+        let mine = load(rt.slot);
+        if balance::should_yield(mine, || peers(rt).map(load).min()) && acc.yield_to_peers(rt, mine) {
+            return false;
+        }
     }
     let pool = match rt.pool() {
         Ok(p) => p,
@@ -434,7 +476,8 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
 /// A child's connections that are not idle between requests or closing,
 /// as it last published them.
 fn load(slot: usize) -> u32 {
-    balance::load(score::counters(slot), stats::get(slot).heads.load(Ordering::Relaxed))
+    let s = stats::get(slot);
+    balance::load(score::counters(slot), s.heads.load(Ordering::Relaxed) + s.resting.load(Ordering::Relaxed))
 }
 
 /// The other children of this generation that accept from the same

@@ -72,6 +72,14 @@ impl Poller {
         self.epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_BASE + index as u64)
     }
 
+    /// Switches a watched listening socket to edge-triggered (`edges`): an
+    /// event for each connection that arrives, none for those that wait;
+    /// or back to level-triggered.
+    pub fn listener_edges(&self, fd: RawFd, index: usize, edges: bool) -> io::Result<()> {
+        let et = if edges { libc::EPOLLET as u32 } else { 0 };
+        self.epoll.ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLIN as u32 | et, LISTENER_BASE + index as u64)
+    }
+
     /// Watches the pipe of death (level-triggered, not exclusive, for the
     /// same reason as listeners: every message must reach a child that
     /// reads it).

@@ -444,17 +444,55 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// How unequally the connections of a run were served: each connection
+/// (child pid, client port) that made 10 or more requests from `from` on
+/// (seconds since the epoch) gets the mean time between its requests, and
+/// the spread is the 90th percentile of those times over the 10th. Equal
+/// clients served in turn give about 1; connections held by a child that
+/// serves them more slowly than another child serves its own spread it.
+/// `log`: lines of `time client-port pid` (`FAIRNESS_LOG`).
+fn gap_spread(log: &str, from: f64) -> f64 {
+    let mut conns: std::collections::HashMap<(&str, &str), Vec<f64>> = Default::default();
+    for line in log.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let Some(t) = f.first().and_then(|t| t.parse::<f64>().ok()) else { continue };
+        if f.len() == 3 && t >= from {
+            conns.entry((f[2], f[1])).or_default().push(t);
+        }
+    }
+    let mut gaps: Vec<f64> = conns
+        .values_mut()
+        .filter(|v| v.len() >= 10)
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64
+        })
+        .collect();
+    assert!(gaps.len() >= 20, "only {} connections with 10 requests in the log", gaps.len());
+    gaps.sort_by(f64::total_cmp);
+    gaps[gaps.len() * 9 / 10] / gaps[gaps.len() / 10]
+}
+
+/// Access log format for `gap_spread`: when the request came, from which
+/// client port, to which child.
+const FAIRNESS_LOG: &str = "%{%s}t.%{usec_frac}t %{remote}p %P";
+
 /// 50 keep-alive connections on PHP-FPM, which with its 8 children keeps
 /// the CPUs busy, ours and stock event alternating on fresh servers (three
-/// pairs, medians): ours fails no request and serves at least half stock's
-/// requests/s. A guard against a dispatch that leaves ready connections
-/// waiting while PHP-FPM idles, not the fairness test issue 18 asks for:
-/// ours is at 0.6-1.1x stock's rate from run to run on this shared machine
-/// (bench/results/analysis/backends.md), so a bound at stock's level would
-/// fail on today's module as often as not, and nothing measured told a
-/// fairer dispatch from today's reliably.
+/// pairs, medians), with the scenario's MaxKeepAliveRequests 100 (clients
+/// reconnect every half second or so): ours fails no request, serves at
+/// least half stock's requests/s, and serves the connections nearly as
+/// evenly as stock does: `gap_spread` from the access log of the measured
+/// seconds at most twice stock's. Measured on this 2-core machine: stock
+/// 1.1-1.2; ours 1.6-1.9; the module before issue 18's fix 4.5-5.3 (single
+/// runs 1.7-26, most 2.5-10), its connections piling up on one child,
+/// where they waited several times longer than on the other (`balance`,
+/// bench/results/analysis/backends.md). Stock spreads less because all its
+/// 75 workers pass requests on at once and PHP-FPM's one backlog serves
+/// them in turn; ours keeps as few requests in flight as keep the CPUs
+/// busy, each child its own.
 #[test]
-fn php_fpm_load_is_served_at_half_stocks_rate_or_better() {
+fn php_fpm_load_is_served_as_evenly_as_by_stock() {
     let Some(fpm) = Fpm::start() else { return };
     if installed("wrk", || Some(PathBuf::from("/usr/bin/wrk")).filter(|p| p.exists())).is_none() {
         return;
@@ -464,23 +502,62 @@ fn php_fpm_load_is_served_at_half_stocks_rate_or_better() {
     for round in 0..3 {
         let order: [bool; 2] = if round % 2 == 0 { [true, false] } else { [false, true] };
         for is_ours in order {
-            let mut b = server().without_cgi().directives(&fpm.directives()).directives(tuning);
+            let logs = TempDir::new();
+            let log = logs.path().join("access.log");
+            let mut b = server()
+                .without_cgi()
+                .directives(&fpm.directives())
+                .directives(tuning)
+                .directives(&format!("CustomLog \"{}\" \"{FAIRNESS_LOG}\"\n", log.display()));
             if !is_ours {
                 b = b.mpm(&stock_event());
             }
             let server = b.start();
-            wrk(server.addr(), "/php/hello.php", 1);
+            wrk(server.addr(), "/php/hello.php", 2);
+            let from = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
             let (rps, p99, errors) = wrk(server.addr(), "/php/hello.php", 3);
-            println!("round {round} {}: {rps:.0} requests/s, p99 {p99:.1} ms {errors:?}", if is_ours { "ours" } else { "stock" });
+            drop(server);
+            let spread = gap_spread(&fs::read_to_string(&log).unwrap(), from);
+            println!(
+                "round {round} {}: {rps:.0} requests/s, p99 {p99:.1} ms, spread {spread:.2} {errors:?}",
+                if is_ours { "ours" } else { "stock" }
+            );
             // Stock closes keep-alive connections a client may be reusing
             // when its workers are all busy (wrk's "read" errors).
             assert!(!is_ours || errors.is_empty(), "ours: {errors:?}");
-            if is_ours { &mut ours } else { &mut stock }.push((rps, p99));
+            if is_ours { &mut ours } else { &mut stock }.push((rps, spread));
         }
     }
     let rps = |v: &[(f64, f64)]| median(v.iter().map(|r| r.0).collect());
-    let p99 = |v: &[(f64, f64)]| median(v.iter().map(|r| r.1).collect());
+    let spread = |v: &[(f64, f64)]| median(v.iter().map(|r| r.1).collect());
+    println!("medians: ours {:.0}/s spread {:.2}, stock {:.0}/s spread {:.2}", rps(&ours), spread(&ours), rps(&stock), spread(&stock));
     let ratio = rps(&ours) / rps(&stock);
-    println!("medians: ours {:.0}/s p99 {:.1} ms, stock {:.0}/s p99 {:.1} ms", rps(&ours), p99(&ours), rps(&stock), p99(&stock));
-    assert!(ratio >= 0.5, "ours {:.2}x stock's requests/s: ours {ours:?}, stock {stock:?}", ratio);
+    assert!(ratio >= 0.5, "ours {ratio:.2}x stock's requests/s: ours {ours:?}, stock {stock:?}");
+    assert!(
+        spread(&ours) <= 2.0 * spread(&stock),
+        "connections served less evenly than by stock: spread ours {:.2}, stock {:.2} (rounds: ours {ours:?}, stock {stock:?})",
+        spread(&ours),
+        spread(&stock)
+    );
+}
+
+#[test]
+fn gap_spread_is_one_for_connections_served_alike_and_shows_a_slower_child() {
+    let mut even = String::new();
+    let mut uneven = String::new();
+    for c in 0..40u32 {
+        // Before `from` (100.0): ignored.
+        even += &format!("99.5 {} 7\n", 1000 + c);
+        for i in 0..20u32 {
+            let t = 100.0 + f64::from(i) * 0.005 + f64::from(c) * 0.0001;
+            even += &format!("{t:.6} {} {}\n", 1000 + c, 7 + c % 2);
+            // Child 8 serves its connections four times more slowly.
+            let gap = if c % 2 == 0 { 0.002 } else { 0.008 };
+            uneven += &format!("{:.6} {} {}\n", 100.0 + f64::from(i) * gap, 1000 + c, 7 + c % 2);
+        }
+    }
+    let s = gap_spread(&even, 100.0);
+    assert!((s - 1.0).abs() < 1e-3, "{s}");
+    let s = gap_spread(&uneven, 100.0);
+    assert!((s - 4.0).abs() < 1e-3, "{s}");
 }

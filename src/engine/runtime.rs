@@ -181,7 +181,9 @@ impl Runtime {
     /// that mod_status (and the parent's choice of a child to retire) always
     /// sees current numbers. Called with the parked set locked.
     pub fn publish(&self, parked: &Parked<Waiting>) {
-        stats::get(self.slot).heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
+        let s = stats::get(self.slot);
+        s.heads.store(parked.count(Wait::Head) as u32, Ordering::Relaxed);
+        s.resting.store(parked.count(Wait::KeepAlive) as u32, Ordering::Relaxed);
         let waiting = budget::WAITS.iter().map(|&w| parked.count(w) as u32).sum();
         self.waiting.store(waiting, Ordering::Release);
         score::set_counters(self.slot, score::ProcessCounters {

@@ -18,6 +18,10 @@ pub struct ChildStats {
     pub timers: AtomicU32,
     /// Connections waiting for the rest of a request head.
     pub heads: AtomicU32,
+    /// Connections idle between requests for less than the time after
+    /// which they are dehydrated: clients in the middle of a series of
+    /// requests, whose next one is on its way (`balance::load`).
+    pub resting: AtomicU32,
     /// ConnectionBudget in force, and how many waiting connections were
     /// closed to make room (`crate::budget`).
     pub budget: AtomicU32,
@@ -33,7 +37,7 @@ pub struct ChildStats {
 impl ChildStats {
     pub fn reset(&self, pid: i32) {
         self.pid.store(pid, Ordering::Relaxed);
-        for a in [&self.pollset, &self.queued, &self.timers, &self.heads, &self.budget] {
+        for a in [&self.pollset, &self.queued, &self.timers, &self.heads, &self.resting, &self.budget] {
             a.store(0, Ordering::Relaxed);
         }
         for a in [&self.dispatches, &self.dispatch_ns_total, &self.dispatch_ns_max, &self.evicted] {
@@ -72,6 +76,7 @@ static NOWHERE: ChildStats = ChildStats {
     queued: AtomicU32::new(0),
     timers: AtomicU32::new(0),
     heads: AtomicU32::new(0),
+    resting: AtomicU32::new(0),
     budget: AtomicU32::new(0),
     evicted: AtomicU64::new(0),
     dispatches: AtomicU64::new(0),
