@@ -473,8 +473,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
     }
 }
 
-/// A child's connections that are not idle between requests or closing,
-/// as it last published them.
+/// A child's load (`balance::load`) as it last published it.
 fn load(slot: usize) -> u32 {
     let s = stats::get(slot);
     balance::load(score::counters(slot), s.heads.load(Ordering::Relaxed) + s.resting.load(Ordering::Relaxed))

@@ -484,9 +484,10 @@ const FAIRNESS_LOG: &str = "%{%s}t.%{usec_frac}t %{remote}p %P";
 /// least half stock's requests/s, and serves the connections nearly as
 /// evenly as stock does: `gap_spread` from the access log of the measured
 /// seconds at most twice stock's. Measured on this 2-core machine: stock
-/// 1.1-1.2; ours 1.6-1.9; the module before issue 18's fix 4.5-5.3 (single
-/// runs 1.7-26, most 2.5-10), its connections piling up on one child,
-/// where they waited several times longer than on the other (`balance`,
+/// 1.1-1.2; ours 1.5-2.0 in single rounds; the module before issue 18's
+/// fix (9eb6a2c) 4.5 (rounds 3.5-13.8; 1.6-21 in 49 runs outside the
+/// test), its connections piling up on one child, where they waited
+/// several times longer than on the other (`balance`,
 /// bench/results/analysis/backends.md). Stock spreads less because all its
 /// 75 workers pass requests on at once and PHP-FPM's one backlog serves
 /// them in turn; ours keeps as few requests in flight as keep the CPUs
