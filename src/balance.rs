@@ -21,11 +21,14 @@
 //! connections at once) the children take tens of connections a
 //! millisecond, one yielded on a view of three against none, and the other
 //! took the rest of the burst meanwhile, 40 to 10. So both may yield; but
-//! a yielding child keeps its listening sockets, edge-triggered, and weighs
-//! the loads again at each connection that arrives: while connections keep
-//! arriving, one child takes each at once (with both yielding that way,
-//! scenario 2 kept its rate), and only connections already all waiting in
-//! the backlog wait, at most `YIELD_FOR`.
+//! the second keeps its listening sockets, edge-triggered, and weighs the
+//! loads again at each connection that arrives: while connections keep
+//! arriving it takes them as soon as it no longer carries clearly more, and
+//! only connections already all waiting in the backlog wait, at most
+//! `YIELD_FOR`. A child that yields alone stops watching the sockets: kept
+//! edge-triggered, its listener was woken for every connection it left to
+//! the others, and scenario 2 (new connections, where the children yield
+//! about once per ten connections) lost a seventh of its requests/s.
 //!
 //! Load is the work a child has and is about to have: the connections it
 //! serves, those waiting for a request head, and those that finished a

@@ -120,21 +120,32 @@ impl Accepting<'_> {
 
     /// Leaves new connections to the other children for `balance::YIELD_FOR`,
     /// unless another child of the bucket yields already and still has
-    /// reason to (`balance::outdated`). The listening sockets stay watched,
-    /// edge-triggered: each connection that arrives meanwhile wakes us to
-    /// weigh the loads again (`still_yielding`), without the ones left
-    /// waiting for a peer waking us again and again.
+    /// reason to (`balance::outdated`). Alone, it stops watching the
+    /// listening sockets: its listener is not woken for connections it
+    /// leaves to the others. Beside a peer that yields on an outdated view,
+    /// it keeps them, edge-triggered: then nobody else may be taking
+    /// connections, and each one that arrives wakes it to weigh the loads
+    /// again (`still_yielding`), without the ones left waiting waking it
+    /// again and again.
     fn yield_to_peers(&mut self, rt: &Runtime, mine: u32) -> bool {
         let me = stats::get(rt.slot);
         me.yielding.store(true, Ordering::SeqCst);
         // Two children that decide to yield at once both see the other's
         // flag here (SeqCst), and at most one of them carries clearly more
         // than the other: neither yields, or that one does.
-        if peers(rt).any(|s| stats::get(s).yielding.load(Ordering::SeqCst) && !balance::outdated(load(s), mine)) {
-            me.yielding.store(false, Ordering::SeqCst);
-            return false;
+        let mut beside = false;
+        for s in peers(rt).filter(|&s| stats::get(s).yielding.load(Ordering::SeqCst)) {
+            if !balance::outdated(load(s), mine) {
+                me.yielding.store(false, Ordering::SeqCst);
+                return false;
+            }
+            beside = true;
         }
-        self.edges(rt, true);
+        if beside {
+            self.edges(rt, true);
+        } else {
+            self.watch(rt, false);
+        }
         self.yield_until = Some(Instant::now() + balance::YIELD_FOR);
         true
     }
@@ -143,7 +154,11 @@ impl Accepting<'_> {
         self.yield_until = None;
         self.yielded_at = Some(Instant::now());
         stats::get(rt.slot).yielding.store(false, Ordering::SeqCst);
-        self.edges(rt, false);
+        if self.edges {
+            self.edges(rt, false);
+        } else {
+            self.watch(rt, true);
+        }
     }
 
     /// A connection arrived while yielding: the yield goes on while this

@@ -484,7 +484,7 @@ const FAIRNESS_LOG: &str = "%{%s}t.%{usec_frac}t %{remote}p %P";
 /// least half stock's requests/s, and serves the connections nearly as
 /// evenly as stock does: `gap_spread` from the access log of the measured
 /// seconds at most twice stock's. Measured on this 2-core machine: stock
-/// 1.1-1.2; ours 1.5-2.0 in single rounds; the module before issue 18's
+/// 1.1-1.3; ours 1.4-1.7 in single rounds; the module before issue 18's
 /// fix (9eb6a2c) 4.5 (rounds 3.5-13.8; 1.6-21 in 49 runs outside the
 /// test), its connections piling up on one child, where they waited
 /// several times longer than on the other (`balance`,
