@@ -168,7 +168,7 @@ impl Accepting<'_> {
         if self.yield_until.is_none() {
             return false;
         }
-        if balance::should_yield(load(rt.slot), || peers(rt).map(load).min()) {
+        if over_peers(rt, load(rt.slot)) {
             return true;
         }
         self.end_yield(rt);
@@ -445,7 +445,7 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
     }
     if acc.yielded_at.take().is_none_or(|at| at.elapsed() >= balance::YIELD_FOR) {
         let mine = load(rt.slot);
-        if balance::should_yield(mine, || peers(rt).map(load).min()) && acc.yield_to_peers(rt, mine) {
+        if over_peers(rt, mine) && acc.yield_to_peers(rt, mine) {
             return false;
         }
     }
@@ -492,6 +492,12 @@ fn accept_one(rt: &Runtime, acc: &mut Accepting, i: usize) -> bool {
 fn load(slot: usize) -> u32 {
     let s = stats::get(slot);
     balance::load(score::counters(slot), s.heads.load(Ordering::Relaxed) + s.resting.load(Ordering::Relaxed))
+}
+
+/// Whether a child carrying `mine` should leave new connections to the
+/// least loaded of its peers (`balance::should_yield`).
+fn over_peers(rt: &Runtime, mine: u32) -> bool {
+    balance::should_yield(mine, || peers(rt).map(load).min())
 }
 
 /// The other children of this generation that accept from the same

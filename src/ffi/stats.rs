@@ -18,9 +18,10 @@ pub struct ChildStats {
     pub timers: AtomicU32,
     /// Connections waiting for the rest of a request head.
     pub heads: AtomicU32,
-    /// Connections idle between requests for less than the time after
-    /// which they are dehydrated: clients in the middle of a series of
-    /// requests, whose next one is on its way (`balance::load`).
+    /// Plain HTTP/1 connections idle between requests for less than the
+    /// time after which they are dehydrated (`Wait::KeepAlive`): clients in
+    /// the middle of a series of requests, whose next one is on its way
+    /// (`balance::load`).
     pub resting: AtomicU32,
     /// ConnectionBudget in force, and how many waiting connections were
     /// closed to make room (`crate::budget`).
