@@ -563,13 +563,19 @@ fn make_room(rt: &Runtime, acc: &mut Accepting) {
         let oldest = candidates.iter().map(|c| c.since).min().unwrap_or(now);
         let chosen = budget::choose(candidates, n, now);
         acc.room_after = chosen.is_empty().then(|| oldest + budget::MIN_AGE);
-        let closing: Vec<_> = chosen.into_iter().filter_map(|t| parked.remove(t)).collect();
+        let closing: Vec<_> = chosen.into_iter().filter_map(|c| Some((parked.remove(c.key)?, c))).collect();
         rt.publish(&parked);
         closing
     };
     let closed = closing.len() as u64;
     stats::get(rt.slot).evicted.fetch_add(closed, Ordering::Relaxed);
-    for (item, wait, _) in closing {
+    let trace = log::enabled(sys::APLOG_TRACE1);
+    for ((item, wait, _), c) in closing {
+        if trace {
+            log::error(sys::APLOG_TRACE1, 0, &format!(
+                "closed for room (ConnectionBudget): {}, waiting {} ms, {} bytes of its request head since its first",
+                socket::peer(item.fd()), now.saturating_duration_since(c.since).as_millis(), c.progress));
+        }
         connection::evict(rt, item, wait);
     }
     if let Some(k) = acc.evictions.closed(closed, now)
