@@ -342,6 +342,9 @@ fn strict_a_full_budget_closes_the_slowest_heads_first() {
     );
     assert!(out.closed_by_server >= 400, "only {} tricklers closed for room", out.closed_by_server);
     assert!(evicted as usize >= out.closed_by_server, "server-status counts {evicted} closed for budget");
+    // The log has a line for each (at trace1), naming the client.
+    let traced = log.lines().filter(|l| l.contains("closed for room (ConnectionBudget): 127.0.0.1:")).count();
+    assert!(traced as u64 >= evicted, "{traced} 'closed for room' lines for {evicted} closed for budget");
     // A child paused for its budget still shows its idle workers to the
     // parent, which starts no more children for it.
     assert_eq!(status_number(&out.status, "MpmRsConnectionBudget"), 600);
