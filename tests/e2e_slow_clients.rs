@@ -334,7 +334,10 @@ fn strict_a_full_budget_closes_the_slowest_heads_first() {
     let log = server.error_log();
     let accounts: Vec<&str> = steady_closed
         .iter()
-        .flat_map(|(port, _)| log.lines().filter(move |l| l.contains("closed for room") && l.contains(&format!(":{port},"))))
+        .flat_map(|(port, _)| {
+            let client = format!(":{port},");
+            log.lines().filter(move |l| l.contains("closed for room") && l.contains(&client))
+        })
         .collect();
     assert!(
         steady_closed.is_empty(),

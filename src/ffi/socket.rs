@@ -2,7 +2,7 @@
 //! needs) and the raw descriptor operations the MPM does itself.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::ptr::{self, NonNull};
 
 use super::pool::Pool;
@@ -187,26 +187,10 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// The client's address and port, for the log ("?" when the socket has
 /// none any more).
 pub fn peer(fd: RawFd) -> String {
-    // SAFETY: all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: ss and len describe a writable buffer of len bytes.
-    if unsafe { libc::getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
-        return "?".into();
-    }
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel filled a sockaddr_in for AF_INET.
-            let a = unsafe { *(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            std::net::SocketAddrV4::new(u32::from_be(a.sin_addr.s_addr).into(), u16::from_be(a.sin_port)).to_string()
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel filled a sockaddr_in6 for AF_INET6.
-            let a = unsafe { *(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            std::net::SocketAddrV6::new(a.sin6_addr.s6_addr.into(), u16::from_be(a.sin6_port), 0, a.sin6_scope_id).to_string()
-        }
-        _ => "?".into(),
-    }
+    // SAFETY: fd is an open socket of ours; ManuallyDrop keeps the borrowed
+    // stream from closing it.
+    let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string())
 }
 
 /// A client socket's two addresses, kept while the connection has no APR
