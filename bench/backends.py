@@ -232,3 +232,95 @@ def scenario(sc):
             wrk1(srv.port, PATHS[sc], o.warmup)
         return bench.measured(srv, lambda: wrk1(srv.port, PATHS[sc], o.duration))
     return run
+
+
+# What an MPM does in the kernel: its listener's and workers' waits and
+# hand-offs and its pollset. futex also counts mod_proxy's and APR's own
+# locks, so what these sum to is more than the MPM's share, never less.
+MPM_SYSCALLS = ("__x64_sys_futex", "__x64_sys_epoll_wait", "__x64_sys_epoll_pwait",
+                "__x64_sys_epoll_ctl", "__x64_sys_accept4")
+
+
+def mpm_share(script_text, server_comm="apache2"):
+    """From `perf script -F comm,ip,sym,dso` of a system-wide `perf record
+    -g`: samples per command, and the server's samples that are the MPM's
+    (in an MPM syscall, or in a mod_mpm_* module's own code). Each sample is
+    a header line (the command) and its call chain, leaf first."""
+    per_comm, mpm, in_syscall = {}, 0, {s: 0 for s in MPM_SYSCALLS}
+    for block in script_text.split("\n\n"):
+        lines = [l for l in block.splitlines() if l.strip()]
+        if not lines:
+            continue
+        comm = lines[0].strip()
+        per_comm[comm] = per_comm.get(comm, 0) + 1
+        if comm != server_comm:
+            continue
+        frames = [l.split(None, 1)[1] if len(l.split(None, 1)) == 2 else "" for l in lines[1:]]
+        syms = {f.split(" (", 1)[0] for f in frames}
+        hit = next((s for s in MPM_SYSCALLS if s in syms), None)
+        if hit:
+            in_syscall[hit] += 1
+        leaf_dso = frames[0].rsplit("(", 1)[-1].rstrip(")") if frames else ""
+        if hit or os.path.basename(leaf_dso).startswith("mod_mpm_"):
+            mpm += 1
+    return per_comm, mpm, in_syscall
+
+
+def cmd_ceiling(o):
+    """How much faster than `o.server` any MPM could make scenario 7: the
+    whole machine's CPU samples (perf record -a) while it serves PHP-FPM,
+    the part of them that is MPM work, and how long the CPUs were idle
+    (/proc/stat: perf's samples of the idle task overstate it here). An MPM
+    costing nothing and leaving no CPU idle serves at most that much more;
+    in the closed loop of 50 connections latency then falls at most as much
+    as requests/s rise (bench/results/analysis/backends.md, "The ceiling")."""
+    import shutil
+    if not shutil.which("perf"):
+        raise SystemExit("perf not found: apt-get install linux-perf")
+    bench.raise_nofile()
+    ctx = bench.setup_ctx(o.module)
+    os.makedirs(o.out, exist_ok=True)
+    srv = bench.Server(o.server, ctx, "ceiling")
+    data = os.path.join(o.out, "ceiling-%s.data" % o.server)
+    backend = None
+    try:
+        backend = start("s7", srv)
+        srv.start()
+        if answer(srv.port, PATHS["s7"]) != expected("s7", srv):
+            raise SystemExit("PHP-FPM did not answer through %s" % o.server)
+        wrk1(srv.port, PATHS["s7"], 2)
+        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "1999",
+                                 "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        r = bench.measured(srv, lambda: wrk1(srv.port, PATHS["s7"], o.seconds))
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+    finally:
+        srv.stop()
+        if backend is not None:
+            backend.stop()
+        shutil.rmtree(ctx.base, ignore_errors=True)
+    _, text = bench.run_cmd(["perf", "script", "-i", data, "-F", "comm,ip,sym,dso"], 300)
+    per_comm, mpm, in_syscall = mpm_share(text)
+    busy_samples = sum(n for c, n in per_comm.items() if c != "swapper") or 1
+    idle = (r.get("cpu_idle_pct") or 0.0) / 100.0
+    # Shares of the machine: the busy samples stand for the busy time.
+    of_machine = lambda n: n / busy_samples * (1.0 - idle)
+    share = of_machine(mpm)
+    lines = ["# Scenario 7 under %s: where the CPUs went (perf record -a, %d s, %d busy samples; "
+             "%.0f requests/s)" % (bench.SERVERS[o.server]["label"], o.seconds, busy_samples, r["rps"] or 0),
+             "", "% of the machine's CPU time:"]
+    for comm, n in sorted(per_comm.items(), key=lambda kv: -kv[1]):
+        if comm != "swapper" and n >= busy_samples / 200:
+            lines.append("  %-24s %5.1f %%" % (comm, 100.0 * of_machine(n)))
+    lines.append("  %-24s %5.1f %%" % ("idle (/proc/stat)", 100.0 * idle))
+    lines += ["", "MPM work in apache2 (an upper bound), % of the machine's CPU time:"]
+    for s, n in in_syscall.items():
+        lines.append("  %-24s %5.2f %%" % (s, 100.0 * of_machine(n)))
+    lines += ["  %-24s %5.2f %%" % ("all MPM work", 100.0 * share), "",
+              "An MPM costing nothing and leaving no CPU idle: at most %.2fx these requests/s, "
+              "p99 at least %.2fx" % (1 / (1 - share - idle), 1 - share - idle)]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(o.out, "ceiling-%s.txt" % o.server), "w") as f:
+        f.write(text)
+    print(text, end="")

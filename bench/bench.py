@@ -7,6 +7,8 @@
     bench.py chart RESULTS.json OUT.png
     bench.py profile [--server ours|event|worker|nginx] [--seconds S]
                      [--module PATH] [--out DIR]
+    bench.py ceiling [--server event|ours|worker] [--seconds S]
+                     [--module PATH] [--out DIR]
 
 See bench/README.md for the method. Everything runs on 127.0.0.1, on free
 ports, one server at a time; every process this script starts is stopped by
@@ -1478,9 +1480,16 @@ def main():
     p.add_argument("--strace", action="store_true", help="also strace -c (slow, distorting)")
     p.add_argument("--module", default=default_module)
     p.add_argument("--out", default=os.path.join(HERE, "results", "profile"))
+    c7 = sub.add_parser("ceiling", help="scenario 7: the most any MPM could gain (perf record -a)")
+    c7.add_argument("--server", default="event", choices=["ours", "event", "worker"])
+    c7.add_argument("--seconds", type=int, default=5)
+    c7.add_argument("--module", default=default_module)
+    c7.add_argument("--out", default=os.path.join(HERE, "results", "profile"))
     o = ap.parse_args()
     if o.cmd == "run":
         cmd_run(o)
+    elif o.cmd == "ceiling":
+        backends.cmd_ceiling(o)
     elif o.cmd == "chart":
         import chart
         with open(o.json) as f:
