@@ -16,6 +16,7 @@ not measured in these scenarios.
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -255,7 +256,8 @@ def mpm_share(script_text, server_comm="apache2"):
         per_comm[comm] = per_comm.get(comm, 0) + 1
         if comm != server_comm:
             continue
-        frames = [l.split(None, 1)[1] if len(l.split(None, 1)) == 2 else "" for l in lines[1:]]
+        # "<address> <symbol> (<dso>)"
+        frames = [(l.split(None, 1) + [""])[1] for l in lines[1:]]
         syms = {f.split(" (", 1)[0] for f in frames}
         hit = next((s for s in MPM_SYSCALLS if s in syms), None)
         if hit:
@@ -274,9 +276,7 @@ def cmd_ceiling(o):
     costing nothing and leaving no CPU idle serves at most that much more;
     in the closed loop of 50 connections latency then falls at most as much
     as requests/s rise (bench/results/analysis/backends.md, "The ceiling")."""
-    import shutil
-    if not shutil.which("perf"):
-        raise SystemExit("perf not found: apt-get install linux-perf")
+    bench.need_perf()
     bench.raise_nofile()
     ctx = bench.setup_ctx(o.module)
     os.makedirs(o.out, exist_ok=True)
@@ -289,12 +289,8 @@ def cmd_ceiling(o):
         if answer(srv.port, PATHS["s7"]) != expected("s7", srv):
             raise SystemExit("PHP-FPM did not answer through %s" % o.server)
         wrk1(srv.port, PATHS["s7"], 2)
-        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "1999",
-                                 "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        r = bench.measured(srv, lambda: wrk1(srv.port, PATHS["s7"], o.seconds))
-        perf.send_signal(signal.SIGINT)
-        perf.wait(timeout=60)
+        r = bench.wrk_under(srv, ["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "1999", "-o", data],
+                            o.seconds, load=lambda: bench.measured(srv, lambda: wrk1(srv.port, PATHS["s7"], o.seconds)))
     finally:
         srv.stop()
         if backend is not None:

@@ -1300,13 +1300,18 @@ PROFILE_SYSCALLS = ["futex", "epoll_wait", "epoll_pwait", "epoll_ctl", "accept4"
                     "mmap", "munmap", "madvise", "brk", "sched_yield", "times"]
 
 
-def wrk_under(srv, cmd, seconds, settle=0.5):
-    """Scenario 1's load for `seconds` while the tracer `cmd` (perf, strace)
-    is attached to the children; the tracer is stopped with SIGINT, so that
-    it writes its output, when wrk ends. Returns the wrk result."""
+def need_perf():
+    if not shutil.which("perf"):
+        sys.exit("perf not found: apt-get install linux-perf")
+
+
+def wrk_under(srv, cmd, seconds, settle=0.5, load=None):
+    """Scenario 1's load (or `load()`) for `seconds` while the tracer `cmd`
+    (perf, strace) runs; the tracer is stopped with SIGINT, so that it
+    writes its output, when the load ends. Returns the load's result."""
     tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(settle)
-    r = wrk(srv.port, "/1k.bin", 50, seconds)
+    r = load() if load else wrk(srv.port, "/1k.bin", 50, seconds)
     tracer.send_signal(signal.SIGINT)
     try:
         tracer.wait(timeout=60)
@@ -1343,8 +1348,7 @@ def cmd_profile(o):
     (perf stat on tracepoints: cheap, so the rate barely changes); perf record
     -e cpu-clock -g on the children; optionally strace -c (slow: it distorts
     the rate and so the futex/epoll counts)."""
-    if not shutil.which("perf"):
-        sys.exit("perf not found: apt-get install linux-perf")
+    need_perf()
     raise_nofile()
     ctx = setup_ctx(o.module)
     os.makedirs(o.out, exist_ok=True)
